@@ -1,0 +1,115 @@
+"""Text-only baselines on Twitter-2015/2017: trains each config for each seed, then writes
+docs/results/baselines.md and docs/results/baselines.json from the run directories.
+
+    python benchmarks/baselines.py run --configs bilstm-crf-glove-twitter2017 --seeds 13 21 42
+    python benchmarks/baselines.py table            # rebuild the table from what has finished
+
+Runs go to runs/bench/<config>-s<seed>; a finished run is reused and an interrupted one resumed, so
+the script can be stopped and started again. Run directories made elsewhere (e.g. on a GPU machine)
+can be copied under runs/bench and are picked up by `table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIGS = [
+    "bert-crf-minilm-twitter2015",
+    "bert-crf-minilm-twitter2017",
+    "bert-crf-mpnet-twitter2015",
+    "bert-crf-mpnet-twitter2017",
+    "bilstm-crf-glove-twitter2015",
+    "bilstm-crf-glove-twitter2017",
+]
+
+
+def run(configs: list[str], seeds: list[int], runs_dir: Path, overrides: list[str]) -> None:
+    from mmner.config import load_config
+    from mmner.train.run import train
+
+    for name in configs:
+        for seed in seeds:
+            out = runs_dir / f"{name}-s{seed}"
+            if (out / "metrics.json").is_file():
+                print(f"[{name} seed {seed}] done already: {out}")
+                continue
+            resume = (out / "checkpoints" / "last.ckpt").is_file()
+            config = load_config(ROOT / "configs" / f"{name}.yaml", [f"seed={seed}", *overrides])
+            print(f"[{name} seed {seed}] {'resuming' if resume else 'training'} -> {out}", flush=True)
+            if not resume and out.exists():
+                raise SystemExit(f"{out} exists without a checkpoint; remove it first")
+            metrics = train(config, out, resume=resume)
+            print(f"[{name} seed {seed}] test F1 {metrics['test']['f1']}", flush=True)
+
+
+def collect(runs_dir: Path) -> list[dict]:
+    records = []
+    for metrics_file in sorted(runs_dir.glob("*/metrics.json")):
+        test = json.loads(metrics_file.read_text()).get("test")
+        if test:
+            records.append({"run": metrics_file.parent.name, **test})
+    return records
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def table(runs_dir: Path, output: Path) -> None:
+    records = collect(runs_dir)
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["model"], r["encoder"], r["visual_source"]), []).append(r)
+    lines = [
+        "# Text-only baselines",
+        "",
+        "Made by `benchmarks/baselines.py` from the run directories under `runs/bench` (one per config",
+        "and seed). Test split, entity-level F1 in conlleval mode at the word level (first sub-token),",
+        "epoch selected on valid F1. Dataset variant: UMT release of Twitter-2015/2017. Visual input: none.",
+        "",
+        "| dataset | model | encoder / vectors | visual | seeds | test F1 | P | R | gold entities | epochs (best) | s / epoch | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, model, encoder, visual), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["seed"])
+        lines.append(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                dataset, model, encoder, visual, ", ".join(str(r["seed"]) for r in rs),
+                _mean_std([r["f1"] for r in rs]), _mean_std([r["precision"] for r in rs]),
+                _mean_std([r["recall"] for r in rs]), rs[0]["gold_entities"],
+                ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
+                ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs),
+                ", ".join(sorted({r["device"] for r in rs})),
+            )
+        )
+    lines += ["", "Per run (git commit of the code that trained it):", ""]
+    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, {r['train_seconds']:.0f} s, commit {r['git_commit']}" for r in records]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    output.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
+    print(f"wrote {output} ({len(records)} runs)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "table"])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "baselines.md")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.configs, args.seeds, args.runs_dir, args.overrides)
+    table(args.runs_dir, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from mmner.cli import main
+
+main()

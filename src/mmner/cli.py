@@ -1,0 +1,127 @@
+"""The `mmner` command line (DESIGN §1). Every user error ends as one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mmner.errors import MmnerError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Multimodal named entity recognition for social-media posts.",
+)
+
+
+def _print_score(result: dict, title: str) -> None:
+    from mmner.tagging.scorer import format_score
+
+    typer.echo(title)
+    typer.echo(format_score(result))
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config key: --set trainer.max_epochs=3"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default: runs/<config name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train a model and write a run directory."""
+    from mmner.config import load_config
+    from mmner.train.run import train as run_train
+
+    cfg = load_config(config, set_)
+    out = output or Path("runs") / (cfg.name or config.stem)
+    metrics = run_train(cfg, out, resume=resume, quiet=quiet)
+    if metrics:
+        for split, result in metrics.items():
+            _print_score(result, f"{split} ({result['dataset']}):")
+        typer.echo(f"run directory: {out}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mmner train`."),
+    data: str = typer.Option(..., "--data", help="A CoNLL file, or a name such as twitter2017:test."),
+    mode: str = typer.Option("conlleval", "--mode", help="conlleval or strict."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions as CoNLL."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Score a trained model on a labelled split."""
+    from mmner.train.run import evaluate as run_evaluate
+
+    result = run_evaluate(run_dir, data, mode=mode, batch_size=batch_size, output=output)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        _print_score(result, f"{result['model']} ({result['encoder']}) on {data}:")
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mmner train`."),
+    input: Path = typer.Option(..., "--input", "-i", help="Posts: JSON lines, a RiTUAL texts.json or a CoNLL file."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSON lines with tokens, tags and entities."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """Tag new posts, batched and streaming."""
+    from tqdm.auto import tqdm
+
+    from mmner.data.readers import iter_jsonl, read_posts
+    from mmner.train.run import load_run, tag_stream, write_jsonl
+
+    _, model = load_run(run_dir)
+    if input.suffix == ".jsonl":
+        with open(input, encoding="utf-8") as fh:
+            total = sum(1 for line in fh if line.strip())
+        posts = iter_jsonl(input)
+    else:
+        items = read_posts(input)
+        total, posts = len(items), iter(items)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    n = write_jsonl(tqdm(tag_stream(model, posts, batch_size), total=total, desc="tagging", unit="post"), output)
+    typer.echo(f"tagged {n} posts -> {output}")
+
+
+@app.command()
+def score(
+    gold: Path = typer.Option(..., "--gold", help="Gold CoNLL file (token, tag per line)."),
+    pred: Path = typer.Option(..., "--pred", help="Predicted CoNLL file, same tokens."),
+    mode: str = typer.Option("conlleval", "--mode", help="conlleval (default) or strict IOB2."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score predicted tags against gold tags."""
+    from mmner.tagging.scorer import score_files
+
+    result = score_files(gold, pred, mode)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        _print_score(result, f"{pred} against {gold}:")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MMNER_LOG", "INFO"), format="mmner: %(message)s")
+    try:
+        app()
+    except MmnerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Experiment configuration: one YAML schema, validated with pydantic (unknown keys are errors).
+
+The `model` section is validated against the chosen model's own `Params` class from the registry,
+so `model.dropuot: 0.1` fails with the key and the allowed names, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmner.errors import MmnerError
+from mmner.models import registry
+from mmner.models.base import ModelParams
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(Section):
+    train: str = "twitter2017:train"
+    valid: str = "twitter2017:valid"
+    test: str | None = "twitter2017:test"
+    dir: str | None = None  # data dir; default: $MMNER_DATA_DIR, else ../shared/data
+    scheme: Literal["bio", "bioes"] = "bio"
+    limit_train: int | None = None  # first N training posts only (quick runs, learning curves)
+
+
+class VisualConfig(Section):
+    source: Literal["grid", "caption", "pseudo-caption", "none"] = "none"
+    missing: Literal["error", "mask"] = "error"
+
+
+class OptimConfig(Section):
+    lr: float = 1e-3  # heads (CRF, classifier, biLSTM)
+    encoder_lr: float = 5e-5  # pretrained encoder
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of all optimisation steps
+    grad_clip: float = 1.0
+
+
+class TrainerConfig(Section):
+    max_epochs: int = 10
+    max_steps: int = -1
+    patience: int = 3  # epochs without a better valid F1 before stopping
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    accumulate_grad_batches: int = 1
+    accelerator: str = "auto"
+    devices: Union[int, str, list[int]] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    num_workers: int = 0
+    log_every_n_steps: int = 20
+    limit_val_batches: Union[int, float] = 1.0
+
+
+class Config(Section):
+    name: str | None = None
+    seed: int = 13
+    model: dict[str, Any]
+    data: DataConfig = DataConfig()
+    visual: VisualConfig = VisualConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    def model_params(self) -> ModelParams:
+        name = self.model.get("name")
+        if not name:
+            raise MmnerError(f"model.name: missing (choose one of: {', '.join(registry.names())})")
+        cls = registry.get(name)
+        try:
+            return cls.Params(**self.model)
+        except ValidationError as exc:
+            raise MmnerError(_describe(exc, prefix="model", model=cls.Params)) from None
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json")
+        data["model"] = self.model_params().model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _describe(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """The first validation error as one line naming the key; unknown keys list the allowed ones."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(([prefix] if prefix else []) + loc)
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        target: Any = model or Config
+        for part in loc[:-1]:
+            field = target.model_fields.get(part)
+            target = field.annotation if field is not None else None
+            if not (isinstance(target, type) and issubclass(target, BaseModel)):
+                target = None
+                break
+        allowed = f" (allowed: {', '.join(target.model_fields)})" if target is not None else ""
+        return f"config key '{key}': unknown key{allowed}{more}"
+    return f"config key '{key}': {err['msg']}{more}"
+
+
+def _set(data: dict, dotted: str, raw: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise MmnerError(f"--set {dotted}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+    """Read a YAML config (or start from `base`), apply `key=value` overrides, validate."""
+    data: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise MmnerError(f"{path}: cannot read config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise MmnerError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise MmnerError(f"{path}: a config must be a mapping of sections")
+        data.update(loaded or {})
+    for item in overrides or []:
+        if "=" not in item:
+            raise MmnerError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        _set(data, key.strip(), raw)
+    try:
+        config = Config(**data)
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise MmnerError(where + _describe(exc)) from None
+    config.model_params()  # validate the model section now, not after data loading
+    return config

@@ -1,0 +1,1 @@
+"""Models: one module per system, all behind the `Tagger` interface and the registry."""

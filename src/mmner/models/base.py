@@ -1,0 +1,75 @@
+"""The interface every model implements.
+
+A model owns its featurisation (posts -> tensors), since a word-vector biLSTM and a sub-word
+transformer need different inputs, but everything it returns is word level: one emission row per
+original token, so decoding, scoring and output are shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from mmner.data.post import Post
+from mmner.tagging.vocab import LabelVocab
+
+
+class ModelParams(BaseModel):
+    """Base of every model's config section; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    name: str
+
+
+class Tagger(nn.Module):
+    """Base class of registry models.
+
+    Life cycle: `create` (fresh, for training: may build vocabularies from the training posts) or
+    `load` (architecture from a run directory, weights loaded by the caller); then `featurize` each
+    post (CPU, in the data loader), `collate` a list of features into a batch, `forward` for the
+    loss and `decode` for word-level label ids.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ModelParams]] = ModelParams
+
+    def __init__(self, params: ModelParams, labels: LabelVocab) -> None:
+        super().__init__()
+        self.params = params
+        self.labels = labels
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, params: ModelParams, labels: LabelVocab, train_posts: list[Post]) -> "Tagger":
+        raise NotImplementedError
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Write what `load` needs besides the weights (tokenizer, encoder config, vocabularies)."""
+
+    @classmethod
+    def load(cls, params: ModelParams, labels: LabelVocab, run_dir: Path) -> "Tagger":
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named groups for the optimiser: `encoder` (pretrained, small lr) and `head` (the rest)."""
+        return {"head": [p for p in self.parameters() if p.requires_grad]}
+
+    # -- data -----------------------------------------------------------------------------------
+    def featurize(self, post: Post) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- compute --------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Returns `emissions` [B, W, L] (word level), `word_mask` [B, W] and, with gold, `loss`."""
+        raise NotImplementedError
+
+    def decode(self, batch: dict[str, Any]) -> list[list[int]]:
+        """Best label ids, one list per post, one id per original token."""
+        raise NotImplementedError

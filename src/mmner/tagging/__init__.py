@@ -1,0 +1,1 @@
+"""Tags: label vocabulary, schemes, sub-token alignment, CRF head and scorer."""

@@ -1,0 +1,79 @@
+"""CRF head: pytorch-crf for the likelihood, a constrained Viterbi for decoding.
+
+pytorch-crf's own `decode` cannot forbid transitions (e.g. O -> I-PER), so decoding adds a
+constraint mask to the learned scores; with `constrained=False` it is plain Viterbi over the same
+parameters and returns what `torchcrf.CRF.decode` returns.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchcrf import CRF
+
+from mmner.tagging.vocab import LabelVocab
+
+_FORBIDDEN = -1e4
+
+
+class CRFHead(nn.Module):
+    def __init__(self, labels: LabelVocab, constrained: bool = True) -> None:
+        super().__init__()
+        n = len(labels)
+        self.crf = CRF(n, batch_first=True)
+        self.constrained = constrained
+        start = torch.full((n,), _FORBIDDEN)
+        end = torch.full((n,), _FORBIDDEN)
+        trans = torch.full((n, n), _FORBIDDEN)
+        start[labels.allowed_starts()] = 0.0
+        end[labels.allowed_ends()] = 0.0
+        for i, j in labels.allowed_transitions():
+            trans[i, j] = 0.0
+        # Buffers, not parameters: the constraint is derived from the labels, never learned.
+        self.register_buffer("start_mask", start, persistent=False)
+        self.register_buffer("end_mask", end, persistent=False)
+        self.register_buffer("trans_mask", trans, persistent=False)
+
+    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood per post. emissions [B, W, L], tags/mask [B, W]."""
+        return -self.crf(emissions.float(), tags, mask=mask.bool(), reduction="mean")
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Best tag ids per post (length = number of unmasked words; masks are left-aligned)."""
+        start = self.crf.start_transitions
+        end = self.crf.end_transitions
+        trans = self.crf.transitions
+        if self.constrained:
+            start, end, trans = start + self.start_mask, end + self.end_mask, trans + self.trans_mask
+        return viterbi(emissions.float(), mask.bool(), start, trans, end)
+
+
+def viterbi(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor, end: torch.Tensor
+) -> list[list[int]]:
+    """Batched Viterbi. emissions [B, W, L]; mask [B, W] left-aligned; trans[i, j] scores i -> j."""
+    batch, length, _ = emissions.shape
+    lengths = mask.sum(1)
+    score = start + emissions[:, 0]  # [B, L]
+    history = []
+    for t in range(1, length):
+        cand = score.unsqueeze(2) + trans.unsqueeze(0)  # [B, L_prev, L_next]
+        best, idx = cand.max(1)  # [B, L]
+        nxt = best + emissions[:, t]
+        step = mask[:, t].unsqueeze(1)
+        score = torch.where(step, nxt, score)
+        history.append(idx)
+    score = score + end
+    paths = []
+    for b in range(batch):
+        n = int(lengths[b])
+        if n == 0:
+            paths.append([])
+            continue
+        tag = int(score[b].argmax())
+        path = [tag]
+        for t in range(n - 2, -1, -1):
+            tag = int(history[t][b, tag])
+            path.append(tag)
+        paths.append(path[::-1])
+    return paths

@@ -1,0 +1,1 @@
+"""Training: Lightning module and data module, optimiser and schedule, run directories."""

@@ -1,0 +1,123 @@
+"""Lightning wrapping of a `Tagger`: the model says what to compute, Lightning owns devices,
+precision, checkpoints, progress bars and logging (DESIGN §8)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import get_linear_schedule_with_warmup
+
+from mmner.config import Config
+from mmner.data.post import Post
+from mmner.models.base import Tagger
+from mmner.tagging.scorer import score
+
+
+class PostDataset(Dataset):
+    """Posts featurised by the model on first access (tokenisation is the model's business)."""
+
+    def __init__(self, posts: list[Post], model: Tagger) -> None:
+        self.posts = posts
+        self.model = model
+        self._cache: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.posts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i not in self._cache:
+            self._cache[i] = {**self.model.featurize(self.posts[i]), "index": i}
+        return self._cache[i]
+
+
+class Collator:
+    def __init__(self, model: Tagger) -> None:
+        self.model = model
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.model.collate(items)
+        batch["index"] = [item["index"] for item in items]
+        return batch
+
+
+def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    return DataLoader(
+        PostDataset(posts, model),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=Collator(model),
+        num_workers=num_workers,
+    )
+
+
+class PostDataModule(L.LightningDataModule):
+    def __init__(self, model: Tagger, train: list[Post], valid: list[Post], config: Config) -> None:
+        super().__init__()
+        self.model, self.train, self.valid, self.config = model, train, valid, config
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.config.trainer
+        return loader(self.train, self.model, t.batch_size, True, t.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        t = self.config.trainer
+        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers)
+
+
+class TaggerModule(L.LightningModule):
+    def __init__(self, model: Tagger, config: Config, valid_gold: list[list[str]]) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.valid_gold = valid_gold
+        self._predictions: list[tuple[int, list[int]]] = []
+        self._epoch_start = 0.0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.model(batch)["loss"]
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["index"]))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.log("epoch_seconds", time.perf_counter() - self._epoch_start, sync_dist=True)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._predictions.extend(zip(batch["index"], self.model.decode(batch)))
+
+    def on_validation_epoch_end(self) -> None:
+        predictions = self._predictions
+        self._predictions = []
+        if self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, predictions)
+            predictions = [p for part in gathered for p in part]
+        # A distributed sampler pads with repeats: keep one prediction per post.
+        by_index = dict(predictions)
+        gold = [self.valid_gold[i] for i in sorted(by_index)]
+        pred = [self.model.labels.decode(by_index[i]) for i in sorted(by_index)]
+        result = score(gold, pred)
+        self.log("valid_f1", result["f1"], prog_bar=True)
+        self.log("valid_precision", result["precision"])
+        self.log("valid_recall", result["recall"])
+
+    def configure_optimizers(self):
+        o = self.config.optim
+        groups = self.model.parameter_groups()
+        lrs = {"encoder": o.encoder_lr, "head": o.lr}
+        param_groups = []
+        for name, params in groups.items():
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]
+            param_groups.append({"params": decay, "lr": lrs[name], "weight_decay": o.weight_decay})
+            param_groups.append({"params": no_decay, "lr": lrs[name], "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]])
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,270 @@
+"""Run directories (DESIGN §5): train one, load one, tag and score posts with one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+
+from mmner.config import Config, load_config
+from mmner.data import datadir
+from mmner.data.post import Post
+from mmner.data.readers import write_conll
+from mmner.errors import MmnerError
+from mmner.models import registry
+from mmner.models.base import Tagger
+from mmner.tagging.scorer import score
+from mmner.tagging.vocab import LabelVocab
+from mmner.train.module import PostDataModule, TaggerModule, loader
+
+log = logging.getLogger("mmner")
+
+BEST = "best.ckpt"
+LAST = "last.ckpt"
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[3]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def dataset_record(name: str, path: Path) -> dict[str, Any]:
+    """What a result must carry about its data: the name, the variant and the file's hash."""
+    known = ":" in name and name.split(":")[0] in ("twitter2015", "twitter2017")
+    return {
+        "dataset": name,
+        "variant": "UMT release" if known else str(path),
+        "data_sha1": hashlib.sha1(path.read_bytes()).hexdigest()[:12],
+    }
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True) -> list[list[str]]:
+    """IOB2 tags for each post, one per token."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[list[str]] = []
+    with torch.inference_mode():
+        for batch in tqdm(
+            loader(posts, model, batch_size, shuffle=False), desc="tagging", unit="batch", disable=not progress, leave=False
+        ):
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            out.extend(model.labels.decode(ids) for ids in model.decode(batch))
+    for post, tags in zip(posts, out):
+        assert len(tags) == len(post.tokens), f"post {post.id}: {len(tags)} tags for {len(post.tokens)} tokens"
+    return out
+
+
+def score_posts(posts: list[Post], pred: list[list[str]], mode: str = "conlleval") -> dict[str, Any]:
+    missing = [p.id for p in posts if p.tags is None]
+    if missing:
+        raise MmnerError(f"post {missing[0]}: no gold tags to score against ({len(missing)} posts without tags)")
+    return score([p.tags for p in posts], pred, mode)  # type: ignore[misc]
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[Config, Tagger]:
+    """The config and the trained model of a run directory, ready for inference."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "labels.json", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise MmnerError(f"{run_dir}: not a finished run directory (no {name})")
+    config = load_config(run_dir / "config.yaml")
+    params = config.model_params()
+    labels = LabelVocab.load(run_dir / "labels.json")
+    model = registry.get(params.name).load(params, labels, run_dir)
+    load_model(model, str(run_dir / "model.safetensors"), strict=True)
+    model.to(device or _device()).eval()
+    return config, model
+
+
+def _seed_everything(seed: int) -> None:
+    import lightning as L
+
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+def train(config: Config, output: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train a model and write the run directory; returns metrics.json's content."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    run_dir = Path(output)
+    ckpt_dir = run_dir / "checkpoints"
+    if resume and not (ckpt_dir / LAST).is_file():
+        raise MmnerError(f"{run_dir}: nothing to resume (no checkpoints/{LAST})")
+    if not resume and (run_dir / "config.yaml").exists():
+        raise MmnerError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --output")
+    _seed_everything(config.seed)
+    params = config.model_params()
+    d = config.data
+    names = {"train": d.train, "valid": d.valid, **({"test": d.test} if d.test else {})}
+    paths = {split: datadir.resolve(name, d.dir) for split, name in names.items()}
+    posts = {split: datadir.load_dataset(str(path)) for split, path in paths.items()}
+    if d.limit_train:
+        posts["train"] = posts["train"][: d.limit_train]
+    for split, items in posts.items():
+        if split != "predict" and any(p.tags is None for p in items):
+            raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
+    log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items()))
+
+    cls = registry.get(params.name)
+    if resume:
+        saved = load_config(run_dir / "config.yaml")
+        if saved.model_params() != params:
+            raise MmnerError(f"{run_dir}: --resume with a different model section than the run's config.yaml")
+        labels = LabelVocab.load(run_dir / "labels.json")
+        model = cls.load(params, labels, run_dir)
+    else:
+        labels = LabelVocab.from_posts(posts["train"], d.scheme)
+        model = cls.create(params, labels, posts["train"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+        labels.save(run_dir / "labels.json")
+        model.save_artifacts(run_dir)
+
+    t = config.trainer
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="valid_f1", mode="max", save_top_k=1, save_last=True,
+        enable_version_counter=False,
+    )
+    stopper = EarlyStopping(monitor="valid_f1", mode="max", patience=t.patience)
+    trainer = L.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,  # type: ignore[arg-type]
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=config.optim.grad_clip or None,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_val_batches=t.limit_val_batches,
+        callbacks=[checkpoint, stopper],
+        logger=CSVLogger(str(run_dir), name="", version="lightning"),
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        num_sanity_val_steps=0,
+        deterministic="warn",
+    )
+    valid_gold = [p.tags for p in posts["valid"]]
+    module = TaggerModule(model, config, valid_gold)  # type: ignore[arg-type]
+    data = PostDataModule(model, posts["train"], posts["valid"], config)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return {}
+
+    best_path = checkpoint.best_model_path or str(ckpt_dir / LAST)
+    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in best["state_dict"].items()})
+    save_model(model, str(run_dir / "model.safetensors"))
+    _write_train_log(run_dir)
+
+    model.to(_device())
+    common = {
+        "encoder": getattr(params, "encoder", None) or getattr(params, "vectors", None),
+        "model": params.name,
+        "visual_source": config.visual.source,
+        "seed": config.seed,
+        "epochs": trainer.current_epoch,
+        "best_epoch": int(best.get("epoch", -1)) + 1,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch": round(train_seconds / max(trainer.current_epoch, 1), 1),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "git_commit": git_commit(),
+        "masked_images": 0,
+        "resumed": resume,
+    }
+    metrics: dict[str, Any] = {}
+    (run_dir / "predictions").mkdir(exist_ok=True)
+    for split in ("valid", "test"):
+        if split not in posts:
+            continue
+        pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet)
+        write_conll(run_dir / "predictions" / f"{split}.conll", posts[split], pred)
+        metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _write_train_log(run_dir: Path) -> None:
+    """Lightning's CSV log (one row per logged step or epoch) becomes train_log.csv."""
+    source = run_dir / "lightning" / "metrics.csv"
+    if source.is_file():
+        shutil.copy(source, run_dir / "train_log.csv")
+
+
+def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size: int = 64,
+             output: str | Path | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    config, model = load_run(run_dir)
+    path = datadir.resolve(data, data_dir or config.data.dir)
+    posts = datadir.load_dataset(str(path))
+    pred = predict_tags(model, posts, batch_size)
+    if output:
+        write_conll(Path(output), posts, pred)
+    params = config.model_params()
+    return {
+        **score_posts(posts, pred, mode),
+        **dataset_record(data, path),
+        "encoder": getattr(params, "encoder", None) or getattr(params, "vectors", None),
+        "model": params.name,
+        "visual_source": config.visual.source,
+        "seed": config.seed,
+    }
+
+
+def entities(tokens: list[str], tags: list[str]) -> list[dict[str, Any]]:
+    from mmner.tagging.schemes import entities as spans
+
+    return [{"text": " ".join(tokens[s:e]), "type": t, "start": s, "end": e} for t, s, e in spans(tags)]
+
+
+def tag_stream(model: Tagger, posts: Iterable[Post], batch_size: int = 32) -> Iterator[dict[str, Any]]:
+    """Tag posts in batches as they come (nothing is held beyond one batch)."""
+    batch: list[Post] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        for post, tags in zip(batch, predict_tags(model, batch, batch_size, progress=False)):
+            record: dict[str, Any] = {"id": post.id, "tokens": post.tokens, "tags": tags, "entities": entities(post.tokens, tags)}
+            if post.image_path:
+                record["image"] = post.image_path
+            yield record
+
+    for post in posts:
+        batch.append(post)
+        if len(batch) == batch_size:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+

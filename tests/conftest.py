@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny random BERT with a tiny tokenizer, tiny vectors and a tiny corpus.
+
+Nothing here needs downloaded weights; everything is built in a temporary folder per session.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+TINY_VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list(string.ascii_lowercase + string.digits + string.punctuation)
+    + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    + ["the", "in", "at", "with", "and", "today", "visit", "meet", "game"]
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT and a WordPiece tokenizer over TINY_VOCAB, saved as an encoder dir."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(TINY_VOCAB) + "\n")
+    tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vectors(tmp_path_factory) -> Path:
+    """A word2vec-style text file of 8-dimensional vectors for a few corpus words."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("vectors") / "tiny.txt"
+    words = ["the", "in", "paris", "london", "obama", "google", "today", "visit", "meet"]
+    path.write_text("".join(w + " " + " ".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(8)) + "\n" for w in words))
+    return path
+
+
+PEOPLE = ["Obama", "Merkel", "Messi", "Adele"]
+PLACES = ["Paris", "London", "Texas", "Rome"]
+ORGS = ["Google", "NASA", "Yankees", "UN"]
+OTHERS = ["Olympics", "iPhone"]
+
+
+def make_posts(n: int, seed: int) -> list[list[tuple[str, str]]]:
+    """Posts from a few templates, so a tiny model can learn something in a few steps."""
+    rng = random.Random(seed)
+    posts = []
+    for _ in range(n):
+        person, place, org, other = rng.choice(PEOPLE), rng.choice(PLACES), rng.choice(ORGS), rng.choice(OTHERS)
+        template = rng.choice(
+            [
+                [("RT", "O"), ("@", "O"), (person, "B-PER"), (":", "O"), ("visit", "O"), (place, "B-LOC"), ("today", "O")],
+                [("meet", "O"), (person, "B-PER"), ("Jr", "I-PER"), ("at", "O"), (org, "B-ORG"), ("!", "O")],
+                [("the", "O"), (other, "B-OTHER"), ("game", "O"), ("in", "O"), ("New", "B-LOC"), (place, "I-LOC")],
+            ]
+        )
+        posts.append(template)
+    return posts
+
+
+def write_corpus(path: Path, posts: list[list[tuple[str, str]]]) -> Path:
+    lines = []
+    for i, post in enumerate(posts):
+        lines.append(f"IMGID:{i}")
+        lines.extend(f"{tok}\t{tag}" for tok, tag in post)
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("corpus")
+    return {
+        "train": write_corpus(root / "train.txt", make_posts(24, 1)),
+        "valid": write_corpus(root / "valid.txt", make_posts(8, 2)),
+        "test": write_corpus(root / "test.txt", make_posts(8, 3)),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
+    """The `model` config section of every registry entry, at test size. A new model must add one."""
+    return {
+        "bert-crf": {"name": "bert-crf", "encoder": str(tiny_encoder), "max_length": 24},
+        "bilstm-crf": {"name": "bilstm-crf", "vectors": str(tiny_vectors), "hidden": 16, "char_filters": 8, "layers": 2},
+    }
+
+
+def tiny_config(model: dict, corpus: dict[str, Path], **trainer) -> dict:
+    return {
+        "seed": 7,
+        "model": model,
+        "data": {k: str(v) for k, v in corpus.items()},
+        "optim": {"lr": 5e-3, "encoder_lr": 1e-3, "warmup": 0.0},
+        "trainer": {"max_epochs": 2, "batch_size": 8, "eval_batch_size": 8, "accelerator": "cpu", **trainer},
+    }

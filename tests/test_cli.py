@@ -1,0 +1,119 @@
+"""The command line: the DESIGN §1 contract, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import SHARED_DATA
+from mmner.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["mmner", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SCORE_KEYS = {"precision", "recall", "f1", "gold_entities", "pred_entities", "correct_entities", "mode", "per_type"}
+
+
+def test_score_json(monkeypatch, capsys, tmp_path):
+    gold = tmp_path / "gold.txt"
+    pred = tmp_path / "pred.txt"
+    gold.write_text("IMGID:1\nObama\tB-PER\nin\tO\nParis\tB-LOC\n\nRT\tO\nNASA\tB-ORG\n")
+    pred.write_text("IMGID:1\nObama\tB-PER\nin\tO\nParis\tB-ORG\n\nRT\tO\nNASA\tB-ORG\n")
+    code, out, _ = run_cli(monkeypatch, capsys, "score", "--gold", str(gold), "--pred", str(pred), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert SCORE_KEYS <= set(result)
+    assert (result["gold_entities"], result["pred_entities"], result["correct_entities"]) == (3, 3, 2)
+    assert result["f1"] == 66.67 and result["mode"] == "conlleval"
+    assert result["per_type"]["PER"] == {"precision": 100.0, "recall": 100.0, "f1": 100.0, "support": 1}
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "twitter2015").is_dir(), reason="needs ../shared/data")
+@pytest.mark.parametrize("mode, gold_count", [("conlleval", 5207), ("strict", 5072)])
+def test_score_counts_twitter2015(monkeypatch, capsys, mode, gold_count):
+    test = str(SHARED_DATA / "twitter2015" / "test.txt")
+    code, out, _ = run_cli(monkeypatch, capsys, "score", "--gold", test, "--pred", test, "--mode", mode, "--json")
+    assert code == 0 and json.loads(out)["gold_entities"] == gold_count
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("Obama\tB-PER\nParis\n", "gold.txt:2: "),
+        ("Obama\tB_PER\n", "gold.txt:1: malformed tag 'B_PER'"),
+    ],
+)
+def test_score_malformed_gold_is_one_line_exit_2(monkeypatch, capsys, tmp_path, content, message):
+    gold = tmp_path / "gold.txt"
+    gold.write_text(content)
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--gold", str(gold), "--pred", str(gold))
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_file_and_bad_config_key(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--gold", str(tmp_path / "nope.txt"), "--pred", str(tmp_path / "nope.txt"))
+    assert code == 2 and "nope.txt" in err and err.count("\n") == 1
+    code, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", "--set", "trainer.epochs=2")
+    assert code == 2 and "config key 'trainer.epochs': unknown key" in err and err.count("\n") == 1
+
+
+def test_train_evaluate_predict_resume(monkeypatch, capsys, tmp_path, tiny_encoder, tiny_corpus):
+    run_dir = tmp_path / "run"
+    sets = ["--set", f"model.encoder={tiny_encoder}"]
+    for split, path in tiny_corpus.items():
+        sets += ["--set", f"data.{split}={path}"]
+    code, out, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--output", str(run_dir), "--quiet")
+    assert code == 0, err
+    assert "gold" in out
+
+    # an existing run directory is never overwritten
+    code, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--output", str(run_dir))
+    assert code == 2 and "--resume" in err
+
+    # resume continues from last.ckpt to the new epoch budget
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--set", "trainer.max_epochs=2",
+        "--output", str(run_dir), "--resume", "--quiet",
+    )
+    assert code == 0, err
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["epochs"] == 2
+
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(run_dir), "--data", str(tiny_corpus["test"]), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert SCORE_KEYS <= set(result) and result["visual_source"] == "none"
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "a", "text": "meet Obama at NASA !"}\n{"id": "b", "tokens": ["visit", "Paris"]}\n')
+    preds = tmp_path / "out" / "preds.jsonl"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "--input", str(posts), "--output", str(preds))
+    assert code == 0, err
+    records = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert records[0]["tokens"] == ["meet", "Obama", "at", "NASA", "!"]
+    for r in records:
+        assert len(r["tags"]) == len(r["tokens"])
+        for ent in r["entities"]:
+            assert ent["text"] == " ".join(r["tokens"][ent["start"] : ent["end"]])
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "text": "   "}\n')
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "--input", str(bad), "--output", str(tmp_path / "o.jsonl"))
+    assert code == 2 and "bad.jsonl:1:" in err and err.count("\n") == 1
+
+
+def test_evaluate_not_a_run_dir(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path), "--data", "x")
+    assert code == 2 and "not a finished run directory" in err

@@ -1,0 +1,70 @@
+import itertools
+
+import pytest
+import torch
+from torchcrf import CRF
+
+from mmner.tagging.crf import CRFHead, viterbi
+from mmner.tagging.vocab import LabelVocab
+
+
+def path_score(em, tags, start, trans, end):
+    s = start[tags[0]] + em[0, tags[0]]
+    for i in range(1, len(tags)):
+        s = s + trans[tags[i - 1], tags[i]] + em[i, tags[i]]
+    return s + end[tags[-1]]
+
+
+def brute_force(em, start, trans, end):
+    n, labels = em.shape
+    return list(max(itertools.product(range(labels), repeat=n), key=lambda p: float(path_score(em, p, start, trans, end))))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_viterbi_equals_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    labels, batch, length = 3, 4, 5
+    em = torch.randn(batch, length, labels, generator=g)
+    start, end = torch.randn(labels, generator=g), torch.randn(labels, generator=g)
+    trans = torch.randn(labels, labels, generator=g)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    paths = viterbi(em, mask, start, trans, end)
+    for b in range(batch):
+        n = int(lengths[b])
+        assert paths[b] == brute_force(em[b, :n], start, trans, end)
+
+
+def test_unconstrained_decode_matches_pytorch_crf():
+    torch.manual_seed(0)
+    vocab = LabelVocab(["PER", "LOC"], "bio")
+    head = CRFHead(vocab, constrained=False)
+    em = torch.randn(6, 7, len(vocab))
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 1, 3, 5, 7, 2])[:, None]
+    assert head.decode(em, mask) == head.crf.decode(em, mask)
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bioes"])
+def test_constrained_decode_never_emits_invalid_transitions(scheme):
+    from mmner.tagging import schemes
+
+    torch.manual_seed(1)
+    vocab = LabelVocab(["PER", "LOC", "ORG"], scheme)
+    head = CRFHead(vocab, constrained=True)
+    em = torch.randn(50, 9, len(vocab)) * 5
+    mask = torch.ones(50, 9, dtype=torch.bool)
+    for path in head.decode(em, mask):
+        tags = ["O"] + [vocab.tags[i] for i in path] + ["O"]
+        assert all(schemes.transition_allowed(a, b, scheme) for a, b in zip(tags, tags[1:]))
+
+
+def test_loss_is_pytorch_crf_nll():
+    torch.manual_seed(2)
+    vocab = LabelVocab(["PER"], "bio")
+    head = CRFHead(vocab)
+    em = torch.randn(2, 4, len(vocab))
+    tags = torch.randint(0, len(vocab), (2, 4))
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    reference = CRF(len(vocab), batch_first=True)
+    reference.load_state_dict(head.crf.state_dict())
+    assert torch.allclose(head.loss(em, tags, mask), -reference(em, tags, mask, reduction="mean"))

@@ -1,0 +1,54 @@
+"""One harness for every registry entry: train -> save -> load -> predict on a tiny corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import tiny_config
+from mmner.config import load_config
+from mmner.data.readers import read_conll
+from mmner.models import registry
+from mmner.train.run import load_run, predict_tags, train
+
+RUN_FILES = ["config.yaml", "labels.json", "model.safetensors", "metrics.json", "train_log.csv",
+             "predictions/valid.conll", "predictions/test.conll"]
+
+
+def test_every_model_has_tiny_params(tiny_model_params):
+    assert sorted(tiny_model_params) == registry.names()
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_train_save_load_predict(name, tiny_model_params, tiny_corpus, tmp_path):
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus))
+    run_dir = tmp_path / "run"
+    metrics = train(config, run_dir, quiet=True)
+
+    for rel in RUN_FILES:
+        assert (run_dir / rel).is_file(), rel
+    test = metrics["test"]
+    assert test["gold_entities"] == sum(
+        tag.startswith("B-") for post in read_conll(tiny_corpus["test"]) for tag in post.tags
+    )
+    for key in ("dataset", "variant", "encoder", "visual_source", "seed", "epochs", "train_seconds", "git_commit", "masked_images"):
+        assert key in test, key
+    assert test["seed"] == 7 and test["visual_source"] == "none" and test["epochs"] == 2
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+    # The reloaded model reproduces the predictions written at the end of training.
+    _, model = load_run(run_dir)
+    posts = read_conll(tiny_corpus["test"])
+    tags = predict_tags(model, posts, progress=False)
+    written = read_conll(run_dir / "predictions" / "test.conll")
+    assert [p.tags for p in written] == tags
+    assert all(len(t) == len(p.tokens) for t, p in zip(tags, posts))
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_model_learns_tiny_corpus(name, tiny_model_params, tiny_corpus, tmp_path):
+    """A few epochs on the templated corpus must reach a clearly non-trivial valid F1."""
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, max_epochs=12, patience=12))
+    metrics = train(config, tmp_path / "run", quiet=True)
+    assert metrics["valid"]["f1"] > 50.0, metrics["valid"]
