@@ -32,8 +32,8 @@ def run(configs: list[str], seeds: list[int], runs_dir: Path, overrides: list[st
     from mmner.config import load_config
     from mmner.train.run import train
 
-    for name in configs:
-        for seed in seeds:
+    for seed in seeds:  # one seed of everything first, so a partial run still covers every row
+        for name in configs:
             out = runs_dir / f"{name}-s{seed}"
             if (out / "metrics.json").is_file():
                 print(f"[{name} seed {seed}] done already: {out}")

@@ -89,6 +89,9 @@ def test_train_evaluate_predict_resume(monkeypatch, capsys, tmp_path, tiny_encod
     )
     assert code == 0, err
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["epochs"] == 2
+    log = (run_dir / "train_log.csv").read_text().splitlines()
+    epochs = {row.split(",")[log[0].split(",").index("epoch")] for row in log[1:]}
+    assert epochs == {"0", "1"}  # the first start's log survives the resume
 
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(run_dir), "--data", str(tiny_corpus["test"]), "--json")
     assert code == 0, err
@@ -111,7 +114,8 @@ def test_train_evaluate_predict_resume(monkeypatch, capsys, tmp_path, tiny_encod
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "text": "   "}\n')
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "--input", str(bad), "--output", str(tmp_path / "o.jsonl"))
-    assert code == 2 and "bad.jsonl:1:" in err and err.count("\n") == 1
+    last = err.strip().splitlines()[-1]  # after the progress bar
+    assert code == 2 and last.startswith("error: ") and "bad.jsonl:1:" in last
 
 
 def test_evaluate_not_a_run_dir(monkeypatch, capsys, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from mmner.errors import MmnerError
@@ -10,6 +11,12 @@ if TYPE_CHECKING:
     from mmner.models.base import Tagger
 
 _REGISTRY: dict[str, type["Tagger"]] = {}
+
+# Built-in models by module, imported on first use so that `mmner score` never loads a model.
+_BUILTIN = {
+    "bert-crf": "mmner.models.bert_crf",
+    "bilstm-crf": "mmner.models.bilstm_crf",
+}
 
 
 def register(name: str):
@@ -25,18 +32,13 @@ def register(name: str):
     return wrap
 
 
-def _load_builtin() -> None:
-    # Importing the modules runs their @register decorators.
-    from mmner.models import bert_crf, bilstm_crf  # noqa: F401
-
-
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
 
 
 def get(name: str) -> type["Tagger"]:
-    _load_builtin()
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])  # runs its @register
     if name not in _REGISTRY:
-        raise MmnerError(f"model.name: unknown model {name!r} (choose one of: {', '.join(sorted(_REGISTRY))})")
+        raise MmnerError(f"model.name: unknown model {name!r} (choose one of: {', '.join(names())})")
     return _REGISTRY[name]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -33,12 +33,18 @@ LAST = "last.ckpt"
 
 
 def git_commit() -> str | None:
+    """HEAD of the checkout mmner runs from, with `+dirty` when tracked files differ from it."""
     root = Path(__file__).resolve().parents[3]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def dataset_record(name: str, path: Path) -> dict[str, Any]:
@@ -159,7 +165,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         log_every_n_steps=t.log_every_n_steps,
         limit_val_batches=t.limit_val_batches,
         callbacks=[checkpoint, stopper],
-        logger=CSVLogger(str(run_dir), name="", version="lightning"),
+        logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
         num_sanity_val_steps=0,
@@ -168,6 +174,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     valid_gold = [p.tags for p in posts["valid"]]
     module = TaggerModule(model, config, valid_gold)  # type: ignore[arg-type]
     data = PostDataModule(model, posts["train"], posts["valid"], config)
+    model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
     train_seconds = time.perf_counter() - started
@@ -207,11 +214,26 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     return metrics
 
 
+def _log_version(run_dir: Path) -> str:
+    """A fresh log folder per (re)start: Lightning's CSV logger would overwrite an existing one."""
+    n = 0
+    while (run_dir / "logs" / f"part{n}").exists():
+        n += 1
+    return f"logs/part{n}"
+
+
 def _write_train_log(run_dir: Path) -> None:
-    """Lightning's CSV log (one row per logged step or epoch) becomes train_log.csv."""
-    source = run_dir / "lightning" / "metrics.csv"
-    if source.is_file():
-        shutil.copy(source, run_dir / "train_log.csv")
+    """Lightning's CSV logs (one row per logged step or epoch, one file per start) become train_log.csv."""
+    parts = sorted((run_dir / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:]))
+    rows: list[dict[str, str]] = []
+    for part in parts:
+        with open(part, newline="") as fh:
+            rows.extend(csv.DictReader(fh))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(run_dir / "train_log.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size: int = 64,
