@@ -10,6 +10,7 @@ from torch import nn
 
 from mmner.data.post import Post
 from mmner.models.base import ModelParams, Tagger
+from mmner.models.blocks import pad_tags
 from mmner.models.registry import register
 from mmner.tagging.alignment import SpecialTokens, make_windows, word_pieces
 from mmner.tagging.crf import CRFHead
@@ -48,16 +49,6 @@ def pad_windows(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Ten
                 word_mask[b, word] = True
             row += 1
     return {"input_ids": input_ids, "attention_mask": attention, "gather": gather, "word_mask": word_mask}
-
-
-def pad_tags(items: list[dict[str, Any]], width: int) -> torch.Tensor | None:
-    """Gold ids [B, W] when every item has gold, else None."""
-    if any(item.get("tags") is None for item in items):
-        return None
-    tags = torch.zeros((len(items), width), dtype=torch.long)
-    for b, item in enumerate(items):
-        tags[b, : len(item["tags"])] = torch.tensor(item["tags"])
-    return tags
 
 
 @register("bert-crf")

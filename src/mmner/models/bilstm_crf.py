@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import ModelParams, Tagger
+from mmner.models.blocks import pad_tags
 from mmner.models.registry import register
 from mmner.tagging.crf import CRFHead
 from mmner.tagging.vocab import LabelVocab
@@ -168,10 +169,8 @@ class BiLSTMCRF(Tagger):
         batch: dict[str, Any] = {
             "word_ids": word_ids, "vector_ids": vector_ids, "char_ids": char_ids, "word_mask": word_mask,
         }
-        if all(item.get("tags") is not None for item in items):
-            tags = torch.zeros((b, w), dtype=torch.long)
-            for i, item in enumerate(items):
-                tags[i, : item["n_words"]] = torch.tensor(item["tags"], dtype=torch.long)
+        tags = pad_tags(items, w)
+        if tags is not None:
             batch["tags"] = tags
         return batch
 
