@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import sys
 from pathlib import Path
@@ -107,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "baselines.md")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="mmner: %(message)s")
+    from mmner.cli import _setup_logging
+
+    _setup_logging()
     if args.command == "run":
         run(args.configs, args.seeds, args.runs_dir, args.overrides)
     table(args.runs_dir, args.output)

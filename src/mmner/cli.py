@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -111,8 +112,21 @@ def score(
         _print_score(result, f"{pred} against {gold}:")
 
 
+def _setup_logging() -> None:
+    """mmner's own messages as `mmner: ...` on stderr; Lightning keeps its own handler."""
+    logger = logging.getLogger("mmner")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("mmner: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(os.environ.get("MMNER_LOG", "INFO"))
+    # Lightning 2.6 under torch 2.13 warns about its own use of a deprecated pytree class.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("MMNER_LOG", "INFO"), format="mmner: %(message)s")
+    _setup_logging()
     try:
         app()
     except MmnerError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmner.errors import MmnerError
 from mmner.models import registry
@@ -31,8 +31,16 @@ class DataConfig(Section):
 
 
 class VisualConfig(Section):
+    """Where each post's visual regions come from (DESIGN §3); `mmner.vision.inputs` reads it."""
+
     source: Literal["grid", "caption", "pseudo-caption", "none"] = "none"
+    # A post without image / caption / cached features: `error` stops with its id, `mask` gives it an
+    # all-masked visual input and counts it (metrics.json: masked_images). Never a silent substitute.
     missing: Literal["error", "mask"] = "error"
+    caption: str = "blip2"  # source=caption: blip2 | owl | path to a JSON / BLIP-2 / mPLUG-Owl captions file
+    grid_encoder: str = "efficientnet-lite0"  # source=grid / pseudo-caption: the CNN (name or weights file)
+    cache: str | None = None  # source=grid: feature cache written by `mmner features extract`
+    pseudo_k: int = Field(5, ge=1)  # source=pseudo-caption: top-k ImageNet class names per image
 
 
 class OptimConfig(Section):
