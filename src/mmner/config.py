@@ -38,7 +38,8 @@ class VisualConfig(Section):
     # all-masked visual input and counts it (metrics.json: masked_images). Never a silent substitute.
     missing: Literal["error", "mask"] = "error"
     caption: str = "blip2"  # source=caption: blip2 | owl | path to a JSON / BLIP-2 / mPLUG-Owl captions file
-    grid_encoder: str = "efficientnet-lite0"  # source=grid / pseudo-caption: the CNN (name or weights file)
+    grid_encoder: str = "efficientnet-lite0"  # source=grid / pseudo-caption: the CNN (`vision.grid` names)
+    grid_weights: str | None = None  # its local weights file (required for resnet / timm:<arch>)
     cache: str | None = None  # source=grid: feature cache written by `mmner features extract`
     pseudo_k: int = Field(5, ge=1)  # source=pseudo-caption: top-k ImageNet class names per image
 
