@@ -121,3 +121,37 @@ def test_train_evaluate_predict_resume(monkeypatch, capsys, tmp_path, tiny_encod
 def test_evaluate_not_a_run_dir(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path), "--data", "x")
     assert code == 2 and "not a finished run directory" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("IMGID:1\nObama\tB-PER\nParis\n", "train.txt:3: "),
+        ("IMGID:1\nObama\tB_PER\n", "train.txt:2: "),
+        ("IMGID:1\n\nIMGID:2\nObama\tB-PER\n", "train.txt:"),
+    ],
+)
+def test_malformed_training_data_is_one_line_exit_2(monkeypatch, capsys, tmp_path, tiny_corpus, content, message):
+    bad = tmp_path / "train.txt"
+    bad.write_text(content)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "configs/tiny.yaml", "--set", f"data.train={bad}",
+        "--set", f"data.valid={tiny_corpus['valid']}", "--set", f"data.test={tiny_corpus['test']}",
+        "--output", str(tmp_path / "run"),
+    )
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_unknown_label_at_evaluation_names_the_post(monkeypatch, capsys, tmp_path, tiny_encoder, tiny_corpus):
+    from conftest import tiny_config
+    from mmner.config import load_config
+    from mmner.train.run import train
+
+    config = load_config(None, base=tiny_config({"name": "bert-crf", "encoder": str(tiny_encoder), "max_length": 24},
+                                                tiny_corpus, max_epochs=1))
+    train(config, tmp_path / "run", quiet=True)
+    other = tmp_path / "other.txt"
+    other.write_text("IMGID:9\nBerlin\tB-CITY\n")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run"), "--data", str(other))
+    assert code == 2 and "CITY" in err.strip().splitlines()[-1]

@@ -112,6 +112,39 @@ def score(
         _print_score(result, f"{pred} against {gold}:")
 
 
+features_app = typer.Typer(no_args_is_help=True, help="Image features: precompute and cache grid features.")
+app.add_typer(features_app, name="features")
+
+
+@features_app.callback()
+def features() -> None:
+    """Image features: precompute and cache grid features."""
+
+
+@features_app.command("extract")
+def features_extract(
+    images: Path = typer.Option(..., "--images", help="Folder of images (searched recursively)."),
+    encoder: str = typer.Option("efficientnet-lite0", "--encoder", help="efficientnet-lite0..4, resnet[N], timm:<arch>."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file (.pth / .safetensors)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Cache folder (created; reruns resume)."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16 or float32."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Encode at most N new images this run."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Compute grid features for every image in a folder into an on-disk cache, skipping cached ones."""
+    from mmner.vision.cache import extract_features
+
+    summary = extract_features(
+        images, encoder, output, weights=weights, batch_size=batch_size, dtype=dtype, device=device,
+        limit=limit, progress=not quiet,
+    )
+    typer.echo(summary.line())
+    if summary.skipped:
+        typer.echo(f"skipped files and reasons: {summary.skipped_file}")
+
+
 def _setup_logging() -> None:
     """mmner's own messages as `mmner: ...` on stderr; Lightning keeps its own handler."""
     logger = logging.getLogger("mmner")

@@ -99,6 +99,28 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[C
     return config, model
 
 
+def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Post]],
+                 data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per split, the visual input's identity and how many posts have no image (DESIGN §3).
+
+    Applies `visual.missing` to every post up front: with `error` a post without image / caption /
+    cached features stops the run here, naming it, not hours into training; with `mask` the count is
+    logged and goes into metrics.json (`masked_images`), next to `visual_detail` (which captions /
+    which CNN), so no result hides how many of its posts were seen without their image.
+    """
+    from mmner.vision.inputs import VisualInputs
+
+    out: dict[str, dict[str, Any]] = {}
+    for split, items in posts.items():
+        inputs = VisualInputs.from_config(config.visual, names[split], data_dir or config.data.dir)
+        report = inputs.scan(items)
+        if config.visual.source != "none":
+            log.info("visual input (%s) %s: %s", inputs.detail, split, report.summary())
+        out[split] = {"visual_detail": inputs.detail, "visual_missing": config.visual.missing,
+                      "masked_images": report.n_masked}
+    return out
+
+
 def _seed_everything(seed: int) -> None:
     import lightning as L
 
@@ -129,6 +151,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         if split != "predict" and any(p.tags is None for p in items):
             raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
     log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items()))
+    visual = check_visual(config, names, posts)  # before any training: visual.missing=error stops here
 
     cls = registry.get(params.name)
     if resume:
@@ -199,7 +222,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         "seconds_per_epoch": round(train_seconds / max(trainer.current_epoch, 1), 1),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "git_commit": git_commit(),
-        "masked_images": 0,
+        "train_masked_images": visual["train"]["masked_images"],
         "resumed": resume,
     }
     metrics: dict[str, Any] = {}
@@ -209,7 +232,8 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
             continue
         pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet)
         write_conll(run_dir / "predictions" / f"{split}.conll", posts[split], pred)
-        metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common}
+        metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common,
+                          **visual[split]}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -241,6 +265,7 @@ def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size
     config, model = load_run(run_dir)
     path = datadir.resolve(data, data_dir or config.data.dir)
     posts = datadir.load_dataset(str(path))
+    visual = check_visual(config, {"eval": data}, {"eval": posts}, data_dir)["eval"]
     pred = predict_tags(model, posts, batch_size)
     if output:
         write_conll(Path(output), posts, pred)
@@ -251,6 +276,7 @@ def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size
         "encoder": getattr(params, "encoder", None) or getattr(params, "vectors", None),
         "model": params.name,
         "visual_source": config.visual.source,
+        **visual,
         "seed": config.seed,
     }
 

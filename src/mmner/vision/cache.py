@@ -326,46 +326,46 @@ def extract_features(
         if on_batch is not None:
             on_batch(done)
 
-    redirect = logging_redirect_tqdm(loggers=[logging.getLogger()]) if progress else contextlib.nullcontext()
-    try:
-        redirect.__enter__()
-        while True:
-            while len(pending) < 2 * batch_size:
-                nxt = next(queue, None)
-                if nxt is None:
+    with contextlib.ExitStack() as stack:
+        if progress:
+            stack.enter_context(logging_redirect_tqdm(loggers=[logging.root, logging.getLogger("mmner")]))  # warnings print above the bar, not through it
+        try:
+            while True:
+                while len(pending) < 2 * batch_size:
+                    nxt = next(queue, None)
+                    if nxt is None:
+                        break
+                    pending.append((nxt[0], nxt[1], pool.submit(_prepare, nxt[1], enc)))
+                if not pending:
                     break
-                pending.append((nxt[0], nxt[1], pool.submit(_prepare, nxt[1], enc)))
-            if not pending:
-                break
-            image_id, path, fut = pending.popleft()
-            try:
-                pixels = fut.result()
-            except MmnerError as exc:
-                reason = str(exc)
-                prefix = f"{path}: "
-                reason = reason[len(prefix):] if reason.startswith(prefix) else reason
-                rel = path.relative_to(root).as_posix()
-                summary.skipped.append((rel, reason))
-                log.warning("skipped %s: %s", path, reason)
-                bar.update(1)
-                continue
-            batch_ids.append(image_id)
-            batch_pixels.append(pixels)
-            if len(batch_ids) >= batch_size:
-                flush()
-        flush()
-    finally:
-        for _, _, fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-        redirect.__exit__(None, None, None)
-        summary.seconds = time.perf_counter() - start
-        skipped_file = Path(output) / SKIPPED_FILE
-        Path(output).mkdir(parents=True, exist_ok=True)
-        tmp = skipped_file.with_name(f".{SKIPPED_FILE}.tmp{os.getpid()}")
-        tmp.write_text("".join(f"{rel}\t{reason}\n" for rel, reason in summary.skipped), encoding="utf-8")
-        os.replace(tmp, skipped_file)
-        summary.skipped_file = str(skipped_file)
-        summary.cache_bytes = _disk_size(Path(output))
+                image_id, path, fut = pending.popleft()
+                try:
+                    pixels = fut.result()
+                except MmnerError as exc:
+                    reason = str(exc)
+                    prefix = f"{path}: "
+                    reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+                    rel = path.relative_to(root).as_posix()
+                    summary.skipped.append((rel, reason))
+                    log.warning("skipped %s: %s", path, reason)
+                    bar.update(1)
+                    continue
+                batch_ids.append(image_id)
+                batch_pixels.append(pixels)
+                if len(batch_ids) >= batch_size:
+                    flush()
+            flush()
+        finally:
+            for _, _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            summary.seconds = time.perf_counter() - start
+            skipped_file = Path(output) / SKIPPED_FILE
+            Path(output).mkdir(parents=True, exist_ok=True)
+            tmp = skipped_file.with_name(f".{SKIPPED_FILE}.tmp{os.getpid()}")
+            tmp.write_text("".join(f"{rel}\t{reason}\n" for rel, reason in summary.skipped), encoding="utf-8")
+            os.replace(tmp, skipped_file)
+            summary.skipped_file = str(skipped_file)
+            summary.cache_bytes = _disk_size(Path(output))
     return summary

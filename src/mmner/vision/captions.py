@@ -177,7 +177,7 @@ PseudoCaptioner = Callable[[Any], str]
 class PseudoCaptionSource:
     """Captions computed from the post's image file: its top-k ImageNet class names.
 
-    The post's own caption still wins, as for `CaptionSource`. `captioner` (path -> text) defaults to
+    The post's own caption still wins, as for `CaptionSource`. `captioner` (image -> text) defaults to
     `mmner.vision.pseudo.pseudo_caption` with the named CNN (`vision.grid` names, local `weights`),
     imported and loaded on first use so that a split whose posts all carry captions never loads it.
     An absent or unreadable image file is a missing image (a `Caption` with its problem), not an
