@@ -111,7 +111,12 @@ class FeatureCache:
         return self.features_dir / f"{_check_id(image_id)}.npy"
 
     def __contains__(self, image_id: object) -> bool:
-        return isinstance(image_id, str) and self._entry(image_id).is_file()
+        if not isinstance(image_id, str):
+            return False
+        try:
+            return self._entry(image_id).is_file()
+        except MmnerError:  # not a valid id, so certainly not cached
+            return False
 
     def ids(self) -> Iterator[str]:
         """The cached image ids (sorted)."""
@@ -227,6 +232,10 @@ def _disk_size(root: Path) -> int:
 
 @dataclass
 class ExtractSummary:
+    """What one extraction run did. `images_per_second` counts newly encoded images over the run's
+    wall time (reading, preprocessing, encoding, writing; not loading the model); `cache_bytes` is
+    the size on disk of the whole cache folder."""
+
     encoded: int = 0
     cached: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)

@@ -161,7 +161,7 @@ class CaptionSource:
         reason = no_image_reason(text)
         if reason is not None:
             return Caption(None, "file", f"image {image_id} has {reason} in {self.where}")
-        return Caption(text, "file")
+        return Caption(text.strip(), "file")
 
     def resolve(self, post: Post) -> Caption:
         """The post's own caption if it carries one (final, even when blank), else `lookup`."""

@@ -503,7 +503,9 @@ def _build_timm(name: str, weights: str | Path | None, device: str | torch.devic
             "For a ResNet use the encoder name 'resnet' with a torchvision-format weights file"
         ) from None
     sd = load_state_dict_file(weights)
-    head = sd.get("fc.weight", sd.get("classifier.weight", sd.get("head.fc.weight", sd.get("head.weight"))))
+    # the classifier: the last 2-d weight named like timm's heads (fc, classifier, head, head.fc)
+    heads = [v for k, v in sd.items() if v.dim() == 2 and k.endswith(("fc.weight", "classifier.weight", "head.weight"))]
+    head = heads[-1] if heads else None
     try:
         model = timm.create_model(arch, pretrained=False, num_classes=int(head.shape[0]) if head is not None else 0)
     except Exception as exc:  # noqa: BLE001

@@ -96,6 +96,21 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _draft(im: Image.Image, max_side: int | None, limit: int) -> None:
+    """Ask the JPEG decoder for a 1/2, 1/4 or 1/8 scale decode where that loses nothing we keep.
+
+    The scale is the largest that keeps the longer side >= `max_side` (the image is thumbnailed to
+    `max_side` afterwards anyway), and at least the smallest that brings the pixel count under `limit`.
+    """
+    w, h = im.size
+    scales = (1, 2, 4, 8)
+    s_side = 1 if max_side is None else max((s for s in scales if max(w, h) // s >= max_side), default=1)
+    s_mem = next((s for s in scales if -(-w // s) * -(-h // s) <= limit), 8)
+    s = max(s_side, s_mem)
+    if s > 1 and w // s >= 1 and h // s >= 1:
+        im.draft(im.mode, (w // s, h // s))
+
+
 def load_image(
     path: str | Path,
     *,
@@ -123,14 +138,8 @@ def load_image(
         raise _unreadable(p, f"{type(exc).__name__}: {exc}") from None
     try:
         with im:
-            if im.format == "JPEG" and max_side is not None:
-                # decode at 1/2..1/8 scale when the image is at least 2x larger than needed
-                im.draft(im.mode, (max_side, max_side))
-            elif im.format == "JPEG":
-                # no size target: still never decode a JPEG over the pixel guard at full scale
-                target = int((limit) ** 0.5)
-                if im.width * im.height > limit:
-                    im.draft(im.mode, (target, target))
+            if im.format == "JPEG":
+                _draft(im, max_side, limit)
             w, h = im.size
             if w * h > limit:
                 raise _unreadable(

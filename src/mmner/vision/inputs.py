@@ -3,12 +3,15 @@
 Every multimodal model takes regions `[B, R, D]` plus a mask `[B, R]` (DESIGN §3). Where they come
 from is the config's business, not the model's:
 
-| `visual.source` | `VisualInputs.get(post)` gives | regions |
-|---|---|---|
-| `grid` | `regions` [R, D]: the cached CNN feature map (`visual.cache`, by image id), else computed from `post.image_path` with the grid encoder | `collate_regions` |
-| `caption` | `caption`: the post's own caption, else the `visual.caption` file's (BLIP-2, mPLUG-Owl, JSON) | the model encodes it with its text encoder, then `caption_regions` (one region per caption token) |
-| `pseudo-caption` | `caption`: the post's own caption, else the top-k ImageNet classes of its image | as `caption` |
-| `none` | nothing | none |
+- `grid`: `regions` [R, D], the CNN feature map read from the feature cache (`visual.cache`) by
+  `post.image_id`, else computed from `post.image_path` with the grid encoder; batch them with
+  `collate_regions`.
+- `caption`: `caption`, the post's own caption, else the `visual.caption` file's (BLIP-2, mPLUG-Owl,
+  JSON). The model encodes it with its own text encoder and turns the caption token states into
+  regions with `caption_regions` (one region per caption token).
+- `pseudo-caption`: `caption`, the post's own caption, else the top-k ImageNet classes of its image;
+  then as `caption`.
+- `none`: nothing.
 
 Missing images (`visual.missing`). A post whose image, caption or cached features are missing
 (including the blank-image and empty captions, see `captions.py`) is never given a stand-in:
@@ -30,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -48,12 +51,6 @@ __all__ = [
     "caption_regions",
     "collate_regions",
 ]
-
-
-class _Captions(Protocol):
-    detail: str
-
-    def resolve(self, post: Post) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -93,8 +90,8 @@ class VisualInputs:
 
     Build it with `from_config(config.visual, dataset=...)`, or directly with the parts (tests, tools):
     `captions` (a `CaptionSource` / `PseudoCaptionSource`), `cache` (anything with
-    `.get(image_id) -> Tensor [R, D] | None`) and `encoder` (anything with `.encode(images) ->
-    [B, R, D]` and `.dim`, or a zero-argument factory so the CNN is loaded only on a cache miss).
+    `.get(image_id) -> Tensor [R, D] | None` and `image_id in cache`) and `encoder` (anything with
+    `.encode(images) -> [B, R, D]`, `.dim` and `.identity`, e.g. a `vision.grid.GridEncoder`).
     """
 
     def __init__(
@@ -102,7 +99,7 @@ class VisualInputs:
         source: str,
         missing: str = "error",
         *,
-        captions: _Captions | None = None,
+        captions: CaptionSource | PseudoCaptionSource | None = None,
         cache: Any = None,
         encoder: Any = None,
         load_image: Callable[[str], Any] | None = None,
@@ -120,13 +117,16 @@ class VisualInputs:
         self.missing = missing
         self.captions = captions
         self.cache = cache
-        self._encoder = encoder
+        self.encoder = encoder
         self._load_image = load_image
-        self.dim: int | None = getattr(encoder, "dim", None) if hasattr(encoder, "encode") else None  # D, once known
+        self.dim: int | None = getattr(encoder, "dim", None)  # D, once known (for an all-masked batch)
         self.masked: dict[str, str] = {}  # post id -> what is missing, for every post masked so far
         if detail is None:
-            detail = {"none": "text only", "grid": "grid features"}.get(source) or getattr(captions, "detail", source)
-        self.detail = detail
+            if source == "grid":
+                detail = f"grid: {getattr(encoder, 'identity', None) or type(encoder or cache).__name__}"
+            else:
+                detail = "text only" if source == "none" else captions.detail  # type: ignore[union-attr]
+        self.detail = detail  # one line that results record next to visual_source
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -137,7 +137,8 @@ class VisualInputs:
         if visual.source == "none":
             return cls("none", visual.missing)
         if visual.source == "caption":
-            return cls("caption", visual.missing, captions=CaptionSource.from_setting(visual.caption, dataset, data_dir))
+            captions = CaptionSource.from_setting(visual.caption, dataset, data_dir)
+            return cls("caption", visual.missing, captions=captions)
         if visual.source == "pseudo-caption":
             return cls("pseudo-caption", visual.missing,
                        captions=PseudoCaptionSource(visual.pseudo_k, visual.grid_encoder,
@@ -157,7 +158,8 @@ class VisualInputs:
             out = []
             for post in posts:
                 c = self.captions.resolve(post)  # type: ignore[union-attr]
-                out.append(self._masked(post, c.problem) if c.text is None else VisualInput(caption=c.text, origin=c.origin))
+                out.append(VisualInput(caption=c.text, origin=c.origin) if c.text is not None
+                           else self._masked(post, c.problem))
             return out
         results: list[VisualInput | None] = [None] * len(posts)
         todo: list[tuple[int, Any]] = []  # (index, loaded image) to encode
@@ -172,7 +174,7 @@ class VisualInputs:
                     todo.append((i, self._read_image(post.image_path)))  # type: ignore[arg-type]
                     continue
                 except MmnerError as exc:
-                    problem = f"image file unreadable: {exc}"
+                    problem = str(exc)  # "<path>: unreadable image (<why>)"
             results[i] = self._masked(post, self._grid_problem(post, problem))
         if todo:
             regions = self.encoder.encode([image for _, image in todo])  # [B, R, D]
@@ -211,8 +213,8 @@ class VisualInputs:
                 c = self.captions.resolve(post)  # type: ignore[union-attr]
                 return c.origin, c.problem
             return "image", image_file_problem(post.image_path)
-        if self._cached(post) is not None:
-            return "cache", None
+        if self.cache is not None and post.image_id is not None and post.image_id in self.cache:
+            return "cache", None  # `in` checks the entry's file without reading it
         problem = self._image_problem(post)
         return "image", None if problem is None else self._grid_problem(post, problem)
 
@@ -220,19 +222,21 @@ class VisualInputs:
         if self.cache is None or post.image_id is None:
             return None
         feats = self.cache.get(post.image_id)
-        if feats is not None:
-            self.dim = int(feats.shape[-1])
-        return feats
+        if feats is None:
+            return None
+        self.dim = int(feats.shape[-1])
+        return feats.float()  # caches store float16 by default; models compute in float32
 
     def _image_problem(self, post: Post) -> str | None:
-        if self._encoder is None:
+        if self.encoder is None:
             return "no grid encoder to compute features from the image file"
         return image_file_problem(post.image_path)
 
     def _grid_problem(self, post: Post, problem: str) -> str:
         if self.cache is None:
             return problem
-        return f"no cached features for image {post.image_id} in {getattr(self.cache, 'path', 'the feature cache')}, and {problem}"
+        where = getattr(self.cache, "folder", None) or "the feature cache"
+        return f"no cached features for image {post.image_id} in {where}, and {problem}"
 
     def _read_image(self, path: str) -> Any:
         if self._load_image is None:
@@ -240,14 +244,6 @@ class VisualInputs:
 
             self._load_image = load_image
         return self._load_image(path)
-
-    @property
-    def encoder(self) -> Any:
-        """The grid encoder, built on first use when a factory was given."""
-        if self._encoder is not None and not hasattr(self._encoder, "encode"):
-            self._encoder = self._encoder()
-            self.dim = getattr(self._encoder, "dim", self.dim)
-        return self._encoder
 
     def _masked(self, post: Post, problem: str | None) -> VisualInput:
         problem = problem or "no image"
@@ -276,26 +272,26 @@ def _image_of(post: Post) -> str:
 def _grid_from_config(cls: type[VisualInputs], visual: "VisualConfig") -> VisualInputs:
     from mmner.vision.grid import get_encoder
 
-    def encoder():
-        return get_encoder(visual.grid_encoder, visual.grid_weights)
+    # Built now, even when every image is cached: its identity (weights hash, preprocessing) is what
+    # results record and what keys the cache, so features of another CNN are never used.
+    enc = get_encoder(visual.grid_encoder, visual.grid_weights)
+    if visual.cache is None:
+        return cls("grid", visual.missing, encoder=enc, detail=f"grid: {enc.identity}")
+    from mmner.vision.cache import FeatureCache
 
-    cache = None
-    detail = f"grid: {visual.grid_encoder}"
-    if visual.cache is not None:
-        from mmner.vision.cache import FeatureCache
-
-        enc = encoder()  # the cache is keyed by the encoder's identity: features of another CNN are refused
-        cache = FeatureCache(visual.cache, enc.identity)
-        detail = f"grid: {enc.identity} (cache {visual.cache})"
-        return cls("grid", visual.missing, cache=cache, encoder=enc, detail=detail)
-    return cls("grid", visual.missing, encoder=encoder, detail=detail)
+    # `features extract --dtype` picks the storage dtype, which is part of the cache folder's key
+    caches = [FeatureCache(visual.cache, enc.identity, dtype) for dtype in ("float16", "float32")]
+    cache = next((c for c in caches if c.folder.is_dir()), caches[0])
+    return cls("grid", visual.missing, cache=cache, encoder=enc, detail=f"grid: {enc.identity} (cache {cache.folder})")
 
 
 # --------------------------------------------------------------------------------------------------
 # batching
 
 
-def collate_regions(regions: Sequence[torch.Tensor | None], dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_regions(
+    regions: Sequence[torch.Tensor | None], dim: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Variable-length regions -> (`regions` [B, R, D] zero-padded, `mask` [B, R] bool, True = real).
 
     `None` (or an empty [0, D] tensor) is a masked post: one all-masked slot. R = max(1, longest).
@@ -336,7 +332,8 @@ def caption_regions(hidden: torch.Tensor, token_mask: torch.Tensor) -> tuple[tor
         hidden, token_mask = hidden.unsqueeze(0), token_mask.unsqueeze(0)
     token_mask = token_mask.bool()
     if hidden.shape[:2] != token_mask.shape:
-        raise MmnerError(f"caption_regions: hidden {tuple(hidden.shape)} and token_mask {tuple(token_mask.shape)} differ")
+        raise MmnerError(f"caption_regions: hidden {tuple(hidden.shape)} and token_mask "
+                         f"{tuple(token_mask.shape)} differ in [B, T]")
     counts = token_mask.sum(1)  # [B]
     width = max(1, int(counts.max())) if counts.numel() else 1
     b_idx, _ = token_mask.nonzero(as_tuple=True)
