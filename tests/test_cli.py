@@ -155,3 +155,10 @@ def test_unknown_label_at_evaluation_names_the_post(monkeypatch, capsys, tmp_pat
     other.write_text("IMGID:9\nBerlin\tB-CITY\n")
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run"), "--data", str(other))
     assert code == 2 and "CITY" in err.strip().splitlines()[-1]
+
+
+def test_text_only_model_refuses_a_visual_source(monkeypatch, capsys, tmp_path, tiny_corpus):
+    sets = [f"data.{s}={p}" for s, p in tiny_corpus.items()] + ["visual.source=caption"]
+    args = [a for s in sets for a in ("--set", s)]
+    code, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *args, "--output", str(tmp_path / "r"))
+    assert code == 2 and "bert-crf is a text-only model" in err and err.count("\n") == 1

@@ -36,6 +36,8 @@ class Tagger(nn.Module):
 
     name: ClassVar[str]
     Params: ClassVar[type[ModelParams]] = ModelParams
+    # Multimodal models set this; a text-only model refuses a visual source rather than ignore it.
+    uses_visual: ClassVar[bool] = False
 
     def __init__(self, params: ModelParams, labels: LabelVocab) -> None:
         super().__init__()

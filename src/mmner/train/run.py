@@ -151,9 +151,14 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         if split != "predict" and any(p.tags is None for p in items):
             raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
     log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items()))
+    cls = registry.get(params.name)
+    if config.visual.source != "none" and not cls.uses_visual:
+        raise MmnerError(
+            f"visual.source: {params.name} is a text-only model and would ignore {config.visual.source!r} "
+            "input; set visual.source: none or choose a multimodal model"
+        )
     visual = check_visual(config, names, posts)  # before any training: visual.missing=error stops here
 
-    cls = registry.get(params.name)
     if resume:
         saved = load_config(run_dir / "config.yaml")
         if saved.model_params() != params:
