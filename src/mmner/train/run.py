@@ -141,6 +141,12 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         raise MmnerError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --output")
     _seed_everything(config.seed)
     params = config.model_params()
+    cls = registry.get(params.name)
+    if config.visual.source != "none" and not cls.uses_visual:
+        raise MmnerError(
+            f"visual.source: {params.name} is a text-only model and would ignore {config.visual.source!r} "
+            "input; set visual.source: none or choose a multimodal model"
+        )
     d = config.data
     names = {"train": d.train, "valid": d.valid, **({"test": d.test} if d.test else {})}
     paths = {split: datadir.resolve(name, d.dir) for split, name in names.items()}
@@ -151,12 +157,6 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         if split != "predict" and any(p.tags is None for p in items):
             raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
     log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items()))
-    cls = registry.get(params.name)
-    if config.visual.source != "none" and not cls.uses_visual:
-        raise MmnerError(
-            f"visual.source: {params.name} is a text-only model and would ignore {config.visual.source!r} "
-            "input; set visual.source: none or choose a multimodal model"
-        )
     visual = check_visual(config, names, posts)  # before any training: visual.missing=error stops here
 
     if resume:
