@@ -331,7 +331,6 @@ def read_jsonl(path: str | Path) -> list[Post]:
 # --------------------------------------------------------------------------------------------------
 # RiTUAL sample folders
 
-_MISC_TO_OTHER = {"B-MISC": "B-OTHER", "I-MISC": "I-OTHER", "E-MISC": "E-OTHER", "S-MISC": "S-OTHER"}
 
 
 def read_ritual(path: str | Path) -> list[Post]:
@@ -340,9 +339,9 @@ def read_ritual(path: str | Path) -> list[Post]:
     `texts.json` holds JSON lines `{id, image_id, tokens, label}` (+ `text` for Twitter-2017);
     `captions.json` JSON lines `{id, image_id, caption}`, optional. `image_path` is `folder/image_id`,
     not checked here: whether a missing image is an error or a masked region is the image pipeline's
-    policy. Labels: these files call the fourth type `MISC` where the Twitter-2015/2017 releases say
-    `OTHER`, so `B-MISC`/`I-MISC` are mapped to `B-OTHER`/`I-OTHER`; otherwise one model's labels would
-    not cover both. Tokens are taken as given (the `text` field is only kept in `meta`).
+    policy. Labels are kept as given: each sample set uses its dataset's names for the fourth type
+    (`OTHER` in Twitter-2015, `MISC` in Twitter-2017), so they score against models trained on that
+    dataset. Tokens are taken as given (the `text` field is only kept in `meta`).
     """
     p = Path(path)
     if not p.exists():
@@ -381,7 +380,7 @@ def read_ritual(path: str | Path) -> list[Post]:
                 raise at(texts, lineno, f'post {pid}: "label" must be a list of strings')
             if len(labels) != len(tokens):
                 raise at(texts, lineno, f"post {pid}: {len(tokens)} tokens but {len(labels)} labels")
-            tags = [_MISC_TO_OTHER.get(t, t) for t in labels]
+            tags = list(labels)
             check_tags(tags, f"{texts}:{lineno}")
         raw_image = obj.get("image_id")
         image_id = _strip_image_suffix(str(raw_image)) if raw_image is not None else None
