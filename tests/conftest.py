@@ -5,6 +5,7 @@ Nothing here needs downloaded weights; everything is built in a temporary folder
 
 from __future__ import annotations
 
+import json
 import random
 import string
 from pathlib import Path
@@ -107,21 +108,86 @@ def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
-    """The `model` config section of every registry entry, at test size. A new model must add one."""
+    """The `model` config section of every registry entry, at test size. A new model must add one;
+    a multimodal one is trained with the `tiny_visual` source of `TINY_SOURCES` (default: caption)."""
+    bert = {"encoder": str(tiny_encoder), "max_length": 24}
     return {
-        "bert-crf": {"name": "bert-crf", "encoder": str(tiny_encoder), "max_length": 24},
+        "bert-crf": {"name": "bert-crf", **bert},
+        "bert-crf-caption": {"name": "bert-crf-caption", **bert, "caption_tokens": 8},
         "bilstm-crf": {
             "name": "bilstm-crf", "vectors": str(tiny_vectors), "hidden": 32, "char_filters": 8, "layers": 2,
             "dropout": 0.1,
         },
+        "fusion-cam": {"name": "fusion-cam", **bert, "attention_dim": 16},
+        "fusion-cm": {"name": "fusion-cm", **bert},
+        "fusion-tam": {"name": "fusion-tam", **bert, "layers": 1, "heads": 2},
+        "fusion-vam": {"name": "fusion-vam", **bert, "attention_dim": 16},
+        "visualbert-crf": {"name": "visualbert-crf", **bert, "max_regions": 64},
     }
 
 
-def tiny_config(model: dict, corpus: dict[str, Path], **trainer) -> dict:
+# Visual sources each registry entry is trained with in the shared harness (text-only models: none).
+TINY_SOURCES = {
+    "bert-crf-caption": ["caption"],
+    "fusion-cam": ["caption"],
+    "fusion-cm": ["caption"],
+    "fusion-tam": ["caption"],
+    "fusion-vam": ["caption"],
+    "visualbert-crf": ["caption", "grid"],
+}
+# Image ids of the tiny corpus without a usable caption (blank-image caption, no entry): masked.
+UNCAPTIONED = {"3", "5"}
+CAPTIONS = ["a man with a phone", "the stadium at night", "people in the game", "a city street today"]
+
+
+@pytest.fixture(scope="session")
+def tiny_captions(tmp_path_factory) -> Path:
+    """A JSON captions file for the tiny corpus' image ids 0..23; ids 3 and 5 have no usable caption."""
+    from mmner.data.datadir import BLANK_IMAGE_CAPTION
+
+    captions = {str(i): CAPTIONS[i % len(CAPTIONS)] for i in range(24) if str(i) not in UNCAPTIONED}
+    captions["3"] = BLANK_IMAGE_CAPTION
+    path = tmp_path_factory.mktemp("captions") / "captions.json"
+    path.write_text(json.dumps(captions))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_grid(tmp_path_factory) -> dict[str, str]:
+    """A tiny random ResNet (7x7 grid of width 16) and a feature cache of random features for image
+    ids 0..23 under its identity: the `visual` keys of a grid run."""
+    import torch
+
+    from mmner.vision.cache import FeatureCache
+    from mmner.vision.grid import ResNet, get_encoder
+
+    root = tmp_path_factory.mktemp("grid")
+    torch.manual_seed(0)
+    weights = root / "tiny_resnet.pth"
+    torch.save(ResNet("basic", layers=(1, 1, 1, 1), widths=(4, 8, 8, 16), stem=4, num_classes=10).state_dict(), weights)
+    encoder = get_encoder("resnet", weights)
+    cache = FeatureCache(root / "cache", encoder.identity)
+    for i in range(24):
+        cache.put(str(i), torch.rand(encoder.regions, encoder.dim))
+    return {"grid_encoder": "resnet", "grid_weights": str(weights), "cache": str(root / "cache")}
+
+
+@pytest.fixture(scope="session")
+def tiny_visual(tiny_captions, tiny_grid) -> dict[str, dict]:
+    """`visual` config sections by source, at test size."""
+    return {
+        "none": {"source": "none"},
+        "caption": {"source": "caption", "caption": str(tiny_captions), "missing": "mask"},
+        "grid": {"source": "grid", "missing": "mask", **tiny_grid},
+    }
+
+
+def tiny_config(model: dict, corpus: dict[str, Path], visual: dict | None = None, **trainer) -> dict:
     return {
         "seed": 7,
         "model": model,
         "data": {k: str(v) for k, v in corpus.items()},
+        "visual": visual or {"source": "none"},
         "optim": {"lr": 2e-2, "encoder_lr": 1e-3, "warmup": 0.0},
         "trainer": {"max_epochs": 2, "batch_size": 8, "eval_batch_size": 8, "accelerator": "cpu", **trainer},
     }

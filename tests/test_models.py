@@ -1,4 +1,8 @@
-"""One harness for every registry entry: train -> save -> load -> predict on a tiny corpus."""
+"""One harness for every registry entry: train -> save -> load -> predict on a tiny corpus.
+
+Multimodal models run with each visual source of `TINY_SOURCES` (captions from a tiny JSON file,
+two images uncaptioned and masked; grid features from a tiny feature cache); text-only ones with none.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,27 @@ import json
 
 import pytest
 
-from conftest import tiny_config
+from conftest import TINY_SOURCES, UNCAPTIONED, tiny_config
 from mmner.config import load_config
 from mmner.data.readers import read_conll
 from mmner.models import registry
-from mmner.train.run import load_run, predict_tags, train
+from mmner.train.run import load_run, predict_tags, train, visual_inputs
 
 RUN_FILES = ["config.yaml", "labels.json", "model.safetensors", "metrics.json", "train_log.csv",
              "predictions/valid.conll", "predictions/test.conll"]
+SOURCES = {name: TINY_SOURCES.get(name, ["none"]) for name in registry.names()}
+CASES = [pytest.param(name, source, id=name if source == SOURCES[name][0] else f"{name}-{source}")
+         for name, sources in SOURCES.items() for source in sources]
 
 
 def test_every_model_has_tiny_params(tiny_model_params):
     assert sorted(tiny_model_params) == registry.names()
+    assert {n for n in registry.names() if registry.get(n).uses_visual} == set(TINY_SOURCES)
 
 
-@pytest.mark.parametrize("name", registry.names())
-def test_train_save_load_predict(name, tiny_model_params, tiny_corpus, tmp_path):
-    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus))
+@pytest.mark.parametrize("name, source", CASES)
+def test_train_save_load_predict(name, source, tiny_model_params, tiny_visual, tiny_corpus, tmp_path):
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source]))
     run_dir = tmp_path / "run"
     metrics = train(config, run_dir, quiet=True)
 
@@ -34,21 +42,24 @@ def test_train_save_load_predict(name, tiny_model_params, tiny_corpus, tmp_path)
     )
     for key in ("dataset", "variant", "encoder", "visual_source", "seed", "epochs", "train_seconds", "git_commit", "masked_images"):
         assert key in test, key
-    assert test["seed"] == 7 and test["visual_source"] == "none" and test["epochs"] == 2
+    assert test["seed"] == 7 and test["visual_source"] == source and test["epochs"] == 2
+    assert test["masked_images"] == (len(UNCAPTIONED) if source == "caption" else 0)
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
 
     # The reloaded model reproduces the predictions written at the end of training.
-    _, model = load_run(run_dir)
+    config, model = load_run(run_dir)
     posts = read_conll(tiny_corpus["test"])
-    tags = predict_tags(model, posts, progress=False)
+    visual = visual_inputs(config, str(tiny_corpus["test"])) if model.uses_visual else None
+    tags = predict_tags(model, posts, progress=False, visual=visual)
     written = read_conll(run_dir / "predictions" / "test.conll")
     assert [p.tags for p in written] == tags
     assert all(len(t) == len(p.tokens) for t, p in zip(tags, posts))
 
 
-@pytest.mark.parametrize("name", registry.names())
-def test_model_learns_tiny_corpus(name, tiny_model_params, tiny_corpus, tmp_path):
+@pytest.mark.parametrize("name, source", CASES)
+def test_model_learns_tiny_corpus(name, source, tiny_model_params, tiny_visual, tiny_corpus, tmp_path):
     """A few epochs on the templated corpus must reach a clearly non-trivial valid F1."""
-    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, max_epochs=12, patience=12))
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source],
+                                                max_epochs=12, patience=12))
     metrics = train(config, tmp_path / "run", quiet=True)
     assert metrics["valid"]["f1"] > 50.0, metrics["valid"]

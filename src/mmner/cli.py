@@ -75,24 +75,50 @@ def predict(
     input: Path = typer.Option(..., "--input", "-i", help="Posts: JSON lines, a RiTUAL texts.json or a CoNLL file."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON lines with tokens, tags and entities."),
     batch_size: int = typer.Option(32, "--batch-size"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted --output: skip the posts it holds, append."),
+    errors: Optional[Path] = typer.Option(None, "--errors", help="Where failed posts go (default: <output>.errors.jsonl)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Tag new posts, batched and streaming."""
-    from tqdm.auto import tqdm
+    """Tag new posts (with their images or captions), batched, streaming and resumable.
 
-    from mmner.data.readers import iter_jsonl, read_posts
-    from mmner.train.run import load_run, tag_stream, write_jsonl
+    A post that cannot be tagged is reported with its line number, written to the errors file and
+    skipped; the others are tagged. Exit code 2 when any post failed.
+    """
+    from mmner.api import Tagger
+    from mmner.predict import predict_file
 
-    _, model = load_run(run_dir)
-    if input.suffix == ".jsonl":
-        with open(input, encoding="utf-8") as fh:
-            total = sum(1 for line in fh if line.strip())
-        posts = iter_jsonl(input)
-    else:
-        items = read_posts(input)
-        total, posts = len(items), iter(items)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    n = write_jsonl(tqdm(tag_stream(model, posts, batch_size), total=total, desc="tagging", unit="post"), output)
-    typer.echo(f"tagged {n} posts -> {output}")
+    if not input.exists():
+        raise MmnerError(f"{input}: no such file or folder")
+    tagger = Tagger.load(run_dir, batch_size=batch_size)
+    summary = predict_file(tagger, input, output, batch_size=batch_size, resume=resume, progress=not quiet,
+                           errors=errors)
+    typer.echo(summary.line())
+    if summary.failed:
+        raise MmnerError(f"{summary.failed} of {summary.failed + summary.tagged} posts failed, the first at "
+                         f"{summary.first_failure}; all are listed in {summary.errors_file}")
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mmner train`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port"),
+    max_batch: int = typer.Option(32, "--max-batch", help="Most posts in one model call (micro-batching)."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to batch with."),
+    max_chars: int = typer.Option(2000, "--max-chars", help="Longest post text accepted (characters)."),
+    max_body_mb: float = typer.Option(10.0, "--max-body-mb", help="Largest request body accepted (MiB)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (torch's default: all cores)."),
+) -> None:
+    """HTTP API (POST /v1/tag, /v1/tag/batch, /v1/tag/upload; GET /v1/model, /healthz) and a web page at /."""
+    from mmner.serve import Limits, run_server
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    limits = Limits(max_chars=max_chars, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
+                    max_wait_ms=max_wait_ms)
+    run_server(run_dir, host=host, port=port, limits=limits)
 
 
 @app.command()

@@ -8,7 +8,7 @@ original token, so decoding, scoring and output are shared.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +16,9 @@ from torch import nn
 
 from mmner.data.post import Post
 from mmner.tagging.vocab import LabelVocab
+
+if TYPE_CHECKING:
+    from mmner.vision.inputs import VisualInput, VisualInputs
 
 
 class ModelParams(BaseModel):
@@ -30,8 +33,8 @@ class Tagger(nn.Module):
 
     Life cycle: `create` (fresh, for training: may build vocabularies from the training posts) or
     `load` (architecture from a run directory, weights loaded by the caller); then `featurize` each
-    post (CPU, in the data loader), `collate` a list of features into a batch, `forward` for the
-    loss and `decode` for word-level label ids.
+    post with its visual input (CPU, in the data loader), `collate` a list of features into a batch,
+    `forward` for the loss and `decode` for word-level label ids.
     """
 
     name: ClassVar[str]
@@ -45,6 +48,12 @@ class Tagger(nn.Module):
         self.labels = labels
 
     # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
+        """`params` completed from the run's visual source before `create` (e.g. the width of grid
+        regions), so that config.yaml holds everything `load` needs; raises if the source does not fit."""
+        return params
+
     @classmethod
     def create(cls, params: ModelParams, labels: LabelVocab, train_posts: list[Post]) -> "Tagger":
         raise NotImplementedError
@@ -61,7 +70,9 @@ class Tagger(nn.Module):
         return {"head": [p for p in self.parameters() if p.requires_grad]}
 
     # -- data -----------------------------------------------------------------------------------
-    def featurize(self, post: Post) -> dict[str, Any]:
+    def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
+        """Features of one post; `visual` is its visual input for the run's source (None for text-only
+        runs; masked when the post has no image), which text-only models ignore."""
         raise NotImplementedError
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:

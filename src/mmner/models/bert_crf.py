@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from mmner.tagging.alignment import SpecialTokens, make_windows, word_pieces
 from mmner.tagging.crf import CRFHead
 from mmner.tagging.vocab import LabelVocab
 from mmner.text.encoders import load_encoder, load_tokenizer, resolve_encoder
+
+if TYPE_CHECKING:
+    from mmner.vision.inputs import VisualInput
 
 
 class BertCRFParams(ModelParams):
@@ -87,7 +90,7 @@ class BertCRF(Tagger):
         ids = {id(p) for p in encoder}
         return {"encoder": encoder, "head": [p for p in self.parameters() if p.requires_grad and id(p) not in ids]}
 
-    def featurize(self, post: Post) -> dict[str, Any]:
+    def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
         pieces = word_pieces(self.tokenizer, post.tokens, self.max_length - 2)
         return {
             "windows": make_windows(self.special, pieces, self.max_length),
@@ -102,7 +105,8 @@ class BertCRF(Tagger):
 
     def word_states(self, batch: dict[str, Any]) -> torch.Tensor:
         """First-sub-token hidden state of every word. [B, W, H]"""
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        types = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **types).last_hidden_state
         flat = hidden.reshape(-1, hidden.shape[-1])  # [N_windows * T, H]
         return flat[batch["gather"]]  # [B, W, H]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
@@ -44,6 +44,9 @@ from mmner.text.vectors import (
     load_table,
     vocab_json,
 )
+
+if TYPE_CHECKING:
+    from mmner.vision.inputs import VisualInput
 
 VOCAB_FILE = "vocab.json"
 RANDOM_DIM = 50  # word vector size with `vectors: none`
@@ -138,7 +141,7 @@ class BiLSTMCRF(Tagger):
         return {"head": [p for p in self.parameters() if p.requires_grad]}
 
     # -- data -----------------------------------------------------------------------------------
-    def featurize(self, post: Post) -> dict[str, Any]:
+    def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
         tokens = post.tokens
         table = self.table
         return {

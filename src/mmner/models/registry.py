@@ -15,7 +15,13 @@ _REGISTRY: dict[str, type["Tagger"]] = {}
 # Built-in models by module, imported on first use so that `mmner score` never loads a model.
 _BUILTIN = {
     "bert-crf": "mmner.models.bert_crf",
+    "bert-crf-caption": "mmner.models.bert_crf_caption",
     "bilstm-crf": "mmner.models.bilstm_crf",
+    "fusion-cam": "mmner.models.fusion",
+    "fusion-cm": "mmner.models.fusion",
+    "fusion-tam": "mmner.models.fusion",
+    "fusion-vam": "mmner.models.fusion",
+    "visualbert-crf": "mmner.models.visualbert_crf",
 }
 
 

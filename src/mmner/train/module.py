@@ -16,25 +16,37 @@ from mmner.config import Config
 from mmner.data.post import Post
 from mmner.models.base import Tagger
 from mmner.tagging.scorer import score
+from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
 
 
 class PostDataset(Dataset):
-    """Posts featurised by the model on first access (tokenisation is the model's business)."""
+    """Posts featurised by the model on first access (tokenisation is the model's business), each with
+    its visual input from `visual` (the run's `VisualInputs` for this split; None for text only)."""
 
-    def __init__(self, posts: list[Post], model: Tagger) -> None:
+    def __init__(self, posts: list[Post], model: Tagger, visual: VisualInputs | None = None) -> None:
         self.posts = posts
         self.model = model
+        self.visual = visual
         self._cache: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.posts)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if i not in self._cache:
-            self._cache[i] = {**self.model.featurize(self.posts[i]), "index": i}
-        return self._cache[i]
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items: the visual inputs of the posts not seen yet are fetched together, so grid
+        features of images outside the cache are computed one batch at a time."""
+        todo = [i for i in dict.fromkeys(indices) if i not in self._cache]
+        if todo:
+            posts = [self.posts[i] for i in todo]
+            visual = self.visual.get_many(posts) if self.visual is not None else [None] * len(posts)
+            for i, post, vi in zip(todo, posts, visual):
+                self._cache[i] = {**self.model.featurize(post, vi), "index": i}
+        return [self._cache[i] for i in indices]
 
 
 class Collator:
@@ -47,9 +59,10 @@ class Collator:
         return batch
 
 
-def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num_workers: int = 0,
+           visual: VisualInputs | None = None) -> DataLoader:
     return DataLoader(
-        PostDataset(posts, model),
+        PostDataset(posts, model, visual),
         batch_size=batch_size,
         shuffle=shuffle,
         collate_fn=Collator(model),
@@ -58,17 +71,19 @@ def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num
 
 
 class PostDataModule(L.LightningDataModule):
-    def __init__(self, model: Tagger, train: list[Post], valid: list[Post], config: Config) -> None:
+    def __init__(self, model: Tagger, train: list[Post], valid: list[Post], config: Config,
+                 visual: dict[str, VisualInputs] | None = None) -> None:
         super().__init__()
         self.model, self.train, self.valid, self.config = model, train, valid, config
+        self.visual = visual or {}  # split -> the run's visual inputs for it
 
     def train_dataloader(self) -> DataLoader:
         t = self.config.trainer
-        return loader(self.train, self.model, t.batch_size, True, t.num_workers)
+        return loader(self.train, self.model, t.batch_size, True, t.num_workers, self.visual.get("train"))
 
     def val_dataloader(self) -> DataLoader:
         t = self.config.trainer
-        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers)
+        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers, self.visual.get("valid"))
 
 
 class TaggerModule(L.LightningModule):

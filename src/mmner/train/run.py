@@ -25,6 +25,7 @@ from mmner.models.base import Tagger
 from mmner.tagging.scorer import score
 from mmner.tagging.vocab import LabelVocab
 from mmner.train.module import PostDataModule, TaggerModule, loader
+from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
 
@@ -61,17 +62,37 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True) -> list[list[str]]:
-    """IOB2 tags for each post, one per token."""
+def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
+                 extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None) -> list[list[str]]:
+    """IOB2 tags for each post, one per token.
+
+    `visual`: the run's visual inputs (`visual_inputs(config, ...)`), which a multimodal model needs.
+
+    `extras`, a list filled in place with one dict per post, is for models that compute more than
+    tags: such a model implements `predict(batch) -> {"tags": ids per post, "relation_score": [B],
+    "attention": [B, R], ...}` and each post gets its row of every other key; others add `{}`.
+    """
+    if model.uses_visual and visual is None:
+        raise MmnerError(f"{model.name} is a multimodal model: tag posts with the run's visual inputs "
+                         "(predict_tags(..., visual=mmner.train.run.visual_inputs(config)))")
     model.eval()
     device = next(model.parameters()).device
     out: list[list[str]] = []
     with torch.inference_mode():
         for batch in tqdm(
-            loader(posts, model, batch_size, shuffle=False), desc="tagging", unit="batch", disable=not progress, leave=False
+            loader(posts, model, batch_size, shuffle=False, visual=visual), desc="tagging", unit="batch",
+            disable=not progress, leave=False,
         ):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            out.extend(model.labels.decode(ids) for ids in model.decode(batch))
+            if extras is not None and hasattr(model, "predict"):
+                result = dict(model.predict(batch))
+                ids_per_post = result.pop("tags")
+                extras.extend({k: v[i] for k, v in result.items()} for i in range(len(ids_per_post)))
+            else:
+                ids_per_post = model.decode(batch)
+                if extras is not None:
+                    extras.extend({} for _ in ids_per_post)
+            out.extend(model.labels.decode(ids) for ids in ids_per_post)
     for post, tags in zip(posts, out):
         assert len(tags) == len(post.tokens), f"post {post.id}: {len(tags)} tags for {len(post.tokens)} tokens"
     return out
@@ -99,6 +120,22 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[C
     return config, model
 
 
+def visual_inputs(config: Config, dataset: str | None = None, data_dir: str | None = None) -> VisualInputs:
+    """The run's visual inputs for the posts of `dataset` (a data name or file), or for new posts
+    (`dataset` None): these bring their own caption, or an image file that grid features or a
+    pseudo-caption are computed from. Under `caption`, a new post without its own caption is looked
+    up by image id in the run's caption file, when this machine has that file."""
+    try:
+        return VisualInputs.from_config(config.visual, dataset, data_dir or config.data.dir)
+    except MmnerError as exc:
+        if dataset is not None or config.visual.source != "caption":
+            raise
+        from mmner.vision.captions import CaptionSource
+
+        captions = CaptionSource({}, f"the posts' own captions ({exc})", f"no caption file ({exc})")
+        return VisualInputs("caption", config.visual.missing, captions=captions)
+
+
 def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Post]],
                  data_dir: str | None = None) -> dict[str, dict[str, Any]]:
     """Per split, the visual input's identity and how many posts have no image (DESIGN §3).
@@ -108,8 +145,6 @@ def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Po
     logged and goes into metrics.json (`masked_images`), next to `visual_detail` (which captions /
     which CNN), so no result hides how many of its posts were seen without their image.
     """
-    from mmner.vision.inputs import VisualInputs
-
     out: dict[str, dict[str, Any]] = {}
     for split, items in posts.items():
         inputs = VisualInputs.from_config(config.visual, names[split], data_dir or config.data.dir)
@@ -158,6 +193,9 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
             raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
     log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items()))
     visual = check_visual(config, names, posts)  # before any training: visual.missing=error stops here
+    inputs = {split: visual_inputs(config, names[split]) for split in posts}
+    params = cls.resolve_params(params, inputs["train"])  # e.g. the width of grid regions, for config.yaml
+    config = config.model_copy(update={"model": params.model_dump(mode="json")})
 
     if resume:
         saved = load_config(run_dir / "config.yaml")
@@ -201,7 +239,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     )
     valid_gold = [p.tags for p in posts["valid"]]
     module = TaggerModule(model, config, valid_gold)  # type: ignore[arg-type]
-    data = PostDataModule(model, posts["train"], posts["valid"], config)
+    data = PostDataModule(model, posts["train"], posts["valid"], config, inputs)
     model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
@@ -235,7 +273,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     for split in ("valid", "test"):
         if split not in posts:
             continue
-        pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet)
+        pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet, visual=inputs[split])
         write_conll(run_dir / "predictions" / f"{split}.conll", posts[split], pred)
         metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common,
                           **visual[split]}
@@ -271,7 +309,7 @@ def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size
     path = datadir.resolve(data, data_dir or config.data.dir)
     posts = datadir.load_dataset(str(path))
     visual = check_visual(config, {"eval": data}, {"eval": posts}, data_dir)["eval"]
-    pred = predict_tags(model, posts, batch_size)
+    pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir))
     if output:
         write_conll(Path(output), posts, pred)
     params = config.model_params()
@@ -292,12 +330,13 @@ def entities(tokens: list[str], tags: list[str]) -> list[dict[str, Any]]:
     return [{"text": " ".join(tokens[s:e]), "type": t, "start": s, "end": e} for t, s, e in spans(tags)]
 
 
-def tag_stream(model: Tagger, posts: Iterable[Post], batch_size: int = 32) -> Iterator[dict[str, Any]]:
-    """Tag posts in batches as they come (nothing is held beyond one batch)."""
+def tag_stream(model: Tagger, posts: Iterable[Post], batch_size: int = 32,
+               visual: VisualInputs | None = None) -> Iterator[dict[str, Any]]:
+    """Tag posts in batches as they come (nothing is held beyond one batch); `visual` as for `predict_tags`."""
     batch: list[Post] = []
 
     def flush() -> Iterator[dict[str, Any]]:
-        for post, tags in zip(batch, predict_tags(model, batch, batch_size, progress=False)):
+        for post, tags in zip(batch, predict_tags(model, batch, batch_size, progress=False, visual=visual)):
             record: dict[str, Any] = {"id": post.id, "tokens": post.tokens, "tags": tags, "entities": entities(post.tokens, tags)}
             if post.image_path:
                 record["image"] = post.image_path

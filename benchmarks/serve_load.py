@@ -1,0 +1,190 @@
+"""Load test of `mmner serve` on the loopback: posts per second under batch load, latency of single posts.
+
+    python benchmarks/serve_load.py runs/t17                       # defaults: bounded, about a minute
+    python benchmarks/serve_load.py runs/t17 --json docs/results/serve_load.json
+
+Starts `mmner serve RUN_DIR` in a child process on a free 127.0.0.1 port (the client runs in this
+process, so client and server do not share a GIL), waits for /healthz, then runs three phases, each
+stopped after its request count or `--time-limit` seconds, whichever comes first:
+
+1. `single`: one client, one post per request, one request at a time: the latency a lone user sees.
+2. `single-concurrent`: `--concurrency` clients sending single posts: throughput and latency when
+   the service micro-batches concurrent requests into shared model calls.
+3. `batch`: `--concurrency` clients sending `/v1/tag/batch` requests of `--posts-per-request` posts.
+
+Posts are the texts of Twitter-2017 test (from the data dir) or, without it, generated ones. Only
+loopback addresses are used, and the child server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_texts(limit: int = 2000) -> tuple[list[str], str]:
+    try:
+        from mmner.data import datadir
+
+        posts = datadir.load_dataset(str(datadir.resolve("twitter2017:test")))
+        return [" ".join(p.tokens) for p in posts[:limit]], "twitter2017:test"
+    except Exception:  # noqa: BLE001 - no data dir: generated posts
+        rng = random.Random(0)
+        names, places = ["Obama", "Messi", "Adele", "Merkel"], ["Paris", "London", "New York", "Rome"]
+        return [f"RT @{rng.choice(names)}: visit {rng.choice(places)} today #{i} 🙌 https://t.co/{i}"
+                for i in range(limit)], "generated"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def phase(base: str, name: str, make_request, requests: int, concurrency: int, time_limit: float,
+                posts_per_request: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    sent = 0
+    deadline = time.perf_counter() + time_limit
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
+        async def worker() -> None:
+            nonlocal sent, failures
+            while sent < requests and time.perf_counter() < deadline:
+                i = sent
+                sent += 1
+                path, body = make_request(i)
+                t0 = time.perf_counter()
+                response = await client.post(path, json=body)
+                latencies.append(time.perf_counter() - t0)
+                if response.status_code != 200:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    done = len(latencies)
+    return {
+        "phase": name, "requests": done, "failed": failures, "concurrency": concurrency,
+        "posts_per_request": posts_per_request, "seconds": round(seconds, 2),
+        "posts_per_second": round(done * posts_per_request / seconds, 1) if seconds else None,
+        "latency_ms": {
+            "p50": round(1000 * percentile(latencies, 50), 1), "p95": round(1000 * percentile(latencies, 95), 1),
+            "mean": round(1000 * statistics.fmean(latencies), 1),
+        } if latencies else None,
+        "stopped_by": "count" if done >= requests else "time limit",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--single", type=int, default=200, help="requests in the sequential single-post phase")
+    parser.add_argument("--requests", type=int, default=400, help="requests in each concurrent phase")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--posts-per-request", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
+    parser.add_argument("--threads", type=int, help="the server's --threads (default: torch's, all cores)")
+    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per phase at most")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    texts, source = load_texts()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MMNER_LOG": "WARNING"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mmner", "serve", str(args.run_dir), "--host", "127.0.0.1", "--port", str(port),
+         "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+         *(["--threads", str(args.threads)] if args.threads else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited with {server.returncode}:\n{server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not answer /healthz within 180 s")
+            time.sleep(0.2)
+        info = httpx.get(base + "/v1/model").json()
+
+        def single(i: int):
+            return "/v1/tag", {"text": texts[i % len(texts)]}
+
+        def batch(i: int):
+            k = args.posts_per_request
+            return "/v1/tag/batch", {"posts": [{"text": texts[(i * k + j) % len(texts)]} for j in range(k)]}
+
+        results = []
+        for name, make, n, conc, per in (
+            ("single", single, args.single, 1, 1),
+            ("single-concurrent", single, args.requests, args.concurrency, 1),
+            ("batch", batch, args.requests, args.concurrency, args.posts_per_request),
+        ):
+            before = httpx.get(base + "/healthz").json()["batching"]
+            result = asyncio.run(phase(base, name, make, n, conc, args.time_limit, per))
+            after = httpx.get(base + "/healthz").json()["batching"]
+            calls = after["calls"] - before["calls"]
+            result["model_calls"] = calls
+            result["mean_posts_per_call"] = round((after["posts"] - before["posts"]) / calls, 1) if calls else None
+            results.append(result)
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    import torch
+
+    record = {
+        "model": info["model"], "encoder": info["encoder"], "visual_source": info["visual_source"],
+        "posts": source, "device": "cuda" if torch.cuda.is_available() else "cpu", "cpus": os.cpu_count(),
+        "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads},
+        "phases": results,
+    }
+    print(f"model {record['model']} ({record['encoder']}), visual {record['visual_source']}, posts from {source}, "
+          f"{record['device']} with {record['cpus']} CPUs, server threads {args.threads or 'default'}")
+    for r in results:
+        lat = r["latency_ms"] or {}
+        print(f"  {r['phase']:<18} {r['requests']:>5} requests x {r['posts_per_request']:>2} posts, "
+              f"concurrency {r['concurrency']:>2}: {r['posts_per_second']:>7} posts/s, "
+              f"latency p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms, "
+              f"{r['mean_posts_per_call']} posts per model call, {r['failed']} failed ({r['stopped_by']})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Fusion heads of Chen et al. (§3.3) on a text encoder, each followed by the CRF.
+
+The text encoder gives one state per word (first sub-token, windows as in BERT-CRF), the visual
+regions are projected to the same width (`blocks.VisualRegions`: grid features, or caption regions
+encoded by the same encoder), and a head fuses the two per word before the emission layer:
+
+- `fusion-cm`, concatenation module: the pooled image vector concatenated to every word.
+- `fusion-vam`, visual attention module (Lu et al. 2018): a biLSTM over the words gives a text query
+  that attends over the regions; a gated fusion per word decides how much of the attended image it
+  takes (visual modulation gate). `query: token` lets every word be its own query instead.
+- `fusion-cam`, co-attention module (Zhang et al. 2018): word-guided visual attention, image-guided
+  textual attention, gated multimodal fusion and a filtration gate; the word and the filtered
+  multimodal vector are concatenated.
+- `fusion-tam`, transformer attention module: `layers` transformer cross-attention layers in which
+  the words attend over the regions.
+
+A post without image (all regions masked) has a zero attended / pooled image vector, so its tags are
+a function of its text alone; padding regions are left out of every attention and pooling.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from mmner.data.post import Post
+from mmner.errors import MmnerError
+from mmner.models.base import ModelParams
+from mmner.models.bert_crf import BertCRF, BertCRFParams
+from mmner.models.blocks import (
+    CrossAttentionLayer,
+    RegionParams,
+    VisualRegions,
+    collate_visual,
+    featurize_visual,
+    masked_mean,
+    masked_softmax,
+    resolve_region_params,
+)
+from mmner.models.registry import register
+from mmner.tagging.vocab import LabelVocab
+
+if TYPE_CHECKING:
+    from mmner.vision.inputs import VisualInput, VisualInputs
+
+
+class FusionParams(BertCRFParams, RegionParams):
+    pass
+
+
+class AttentionFusionParams(FusionParams):
+    attention_dim: int = Field(256, ge=1)  # width of the additive attention's hidden layer
+
+
+class VAMParams(AttentionFusionParams):
+    query: Literal["sentence", "token"] = "sentence"  # Lu et al.: one biLSTM query per post
+
+
+class TAMParams(FusionParams):
+    layers: int = Field(1, ge=1)
+    heads: int | None = Field(None, ge=1)  # default: the text encoder's number of heads
+
+
+class FusionTagger(BertCRF):
+    """Text encoder + projected regions + a fusion head (`fuse`) + CRF; one subclass per head."""
+
+    Params = FusionParams
+    uses_visual = True
+
+    def __init__(self, params: FusionParams, labels: LabelVocab, encoder, tokenizer) -> None:
+        super().__init__(params, labels, encoder, tokenizer)
+        self.hidden = encoder.config.hidden_size
+        self.region_dim = params.visual_dim or self.hidden
+        self.visual = VisualRegions(self.region_dim, self.hidden)
+        self.classifier = nn.Linear(self.fused_width(), len(labels))
+
+    def fused_width(self) -> int:
+        return self.hidden
+
+    @classmethod
+    def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
+        return resolve_region_params(params, visual)
+
+    def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
+        framing = len(self.special.prefix) + len(self.special.suffix)  # a caption is encoded on its own
+        limit = min(self.params.caption_tokens, self.max_length - framing)
+        return {**super().featurize(post), **featurize_visual(post, visual, self.tokenizer, self.region_dim, limit)}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().collate(items)
+        batch.update(collate_visual(items, self.region_dim, self.special, self.tokenizer.pad_token_id or 0))
+        return batch
+
+    def fuse(self, words: torch.Tensor, word_mask: torch.Tensor, regions: torch.Tensor,
+             region_mask: torch.Tensor) -> torch.Tensor:
+        """words [B, W, H], regions [B, R, H] (masks [B, W], [B, R]) -> fused [B, W, fused_width]."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        words = self.dropout(self.word_states(batch))  # [B, W, H]
+        regions, region_mask = self.visual(batch, self.encoder)  # [B, R, H], [B, R]
+        fused = self.fuse(words, batch["word_mask"], self.dropout(regions), region_mask)
+        emissions = self.classifier(self.dropout(fused))  # [B, W, L]
+        out = {"emissions": emissions, "word_mask": batch["word_mask"]}
+        if batch.get("tags") is not None:
+            out["loss"] = self.crf.loss(emissions, batch["tags"], batch["word_mask"])
+        return out
+
+
+class AdditiveAttention(nn.Module):
+    """score(q, k) = w . tanh(W_q q + W_k k): queries [B, Q, Hq] over keys [B, K, Hk] -> weights [B, Q, K]."""
+
+    def __init__(self, query_dim: int, key_dim: int, dim: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(query_dim, dim)
+        self.key = nn.Linear(key_dim, dim, bias=False)
+        self.score = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(self.query(queries).unsqueeze(2) + self.key(keys).unsqueeze(1))  # [B, Q, K, dim]
+        return masked_softmax(self.score(z).squeeze(-1), key_mask.unsqueeze(1))  # [B, Q, K]
+
+
+@register("fusion-cm")
+class FusionCM(FusionTagger):
+    """Concatenation module: [h_t ; v] with v the mean of the projected regions (the global image
+    vector). The paper's CM also concatenates a character vector; a sub-word encoder has none."""
+
+    def fused_width(self) -> int:
+        return 2 * self.hidden
+
+    def fuse(self, words, word_mask, regions, region_mask):
+        image = masked_mean(regions, region_mask)  # [B, H]
+        return torch.cat([words, image.unsqueeze(1).expand_as(words)], dim=-1)  # [B, W, 2H]
+
+
+@register("fusion-vam")
+class FusionVAM(FusionTagger):
+    """Visual attention module with the visual modulation gate of Lu et al. (2018):
+    a = softmax(w . tanh(W_q q + W_v v_i)), c = sum_i a_i v_i;
+    b_v = sigmoid(W_v [h_t ; c]), b_w = sigmoid(W_w [h_t ; c]), m = tanh(W_m [h_t ; c]);
+    out_t = b_w * h_t + b_v * m."""
+
+    Params = VAMParams
+    params: VAMParams
+
+    def __init__(self, params: VAMParams, labels: LabelVocab, encoder, tokenizer) -> None:
+        super().__init__(params, labels, encoder, tokenizer)
+        h = self.hidden
+        if params.query == "sentence":
+            self.query_lstm = nn.LSTM(h, h // 2, batch_first=True, bidirectional=True)
+        self.attention = AdditiveAttention(2 * (h // 2) if params.query == "sentence" else h, h, params.attention_dim)
+        self.visual_gate = nn.Linear(2 * h, h)
+        self.text_gate = nn.Linear(2 * h, h)
+        self.modulation = nn.Linear(2 * h, h)
+
+    def sentence_query(self, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """The biLSTM's last forward and first backward states over the words. [B, W, H] -> [B, 1, H']"""
+        lengths = word_mask.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(words, lengths, batch_first=True, enforce_sorted=False)
+        _, (last, _) = self.query_lstm(packed)  # [2, B, H/2]
+        return torch.cat([last[0], last[1]], dim=-1).unsqueeze(1)
+
+    def fuse(self, words, word_mask, regions, region_mask):
+        query = self.sentence_query(words, word_mask) if self.params.query == "sentence" else words
+        weights = self.attention(query, regions, region_mask)  # [B, 1 | W, R]
+        context = (weights @ regions).expand_as(words)  # [B, W, H]; 0 without image
+        both = torch.cat([words, context], dim=-1)
+        visual_gate = torch.sigmoid(self.visual_gate(both))
+        text_gate = torch.sigmoid(self.text_gate(both))
+        return text_gate * words + visual_gate * torch.tanh(self.modulation(both))
+
+
+@register("fusion-cam")
+class FusionCAM(FusionTagger):
+    """Co-attention module of Zhang et al. (2018), per word h_t:
+    word-guided visual attention  v_t = sum_i a_ti v_i, a_t = attention(h_t over regions);
+    image-guided textual attention  g_t = sum_j b_tj h_j, b_t = attention(v_t over words);
+    gated multimodal fusion  m_t = z * tanh(W_v v_t) + (1 - z) * tanh(W_h g_t), z = sigmoid(W_z [..]);
+    filtration gate  u_t = s * tanh(W_m m_t), s = sigmoid(W_s [h_t ; m_t]);  out_t = [h_t ; u_t]."""
+
+    Params = AttentionFusionParams
+    params: AttentionFusionParams
+
+    def __init__(self, params: AttentionFusionParams, labels: LabelVocab, encoder, tokenizer) -> None:
+        super().__init__(params, labels, encoder, tokenizer)
+        h = self.hidden
+        self.visual_attention = AdditiveAttention(h, h, params.attention_dim)
+        self.text_attention = AdditiveAttention(h, h, params.attention_dim)
+        self.visual_in = nn.Linear(h, h)
+        self.text_in = nn.Linear(h, h)
+        self.fusion_gate = nn.Linear(2 * h, h)
+        self.filter_gate = nn.Linear(2 * h, h)
+        self.filter_out = nn.Linear(h, h)
+
+    def fused_width(self) -> int:
+        return 2 * self.hidden
+
+    def fuse(self, words, word_mask, regions, region_mask):
+        visual = self.visual_attention(words, regions, region_mask) @ regions  # [B, W, H]; 0 without image
+        text = self.text_attention(visual, words, word_mask) @ words  # [B, W, H]
+        hv, hw = torch.tanh(self.visual_in(visual)), torch.tanh(self.text_in(text))
+        z = torch.sigmoid(self.fusion_gate(torch.cat([hv, hw], dim=-1)))
+        multimodal = z * hv + (1 - z) * hw
+        s = torch.sigmoid(self.filter_gate(torch.cat([words, multimodal], dim=-1)))
+        return torch.cat([words, s * torch.tanh(self.filter_out(multimodal))], dim=-1)  # [B, W, 2H]
+
+
+@register("fusion-tam")
+class FusionTAM(FusionTagger):
+    """Transformer attention module: `layers` cross-attention layers (words attend over regions,
+    residual + layer norm, feed-forward + layer norm), `heads` heads, the encoder's FFN width."""
+
+    Params = TAMParams
+    params: TAMParams
+
+    def __init__(self, params: TAMParams, labels: LabelVocab, encoder, tokenizer) -> None:
+        super().__init__(params, labels, encoder, tokenizer)
+        h = self.hidden
+        heads = params.heads or encoder.config.num_attention_heads
+        if h % heads:
+            raise MmnerError(f"model.heads: {heads} heads do not divide the encoder width {h}")
+        ffn = getattr(encoder.config, "intermediate_size", 4 * h)
+        self.layers = nn.ModuleList(CrossAttentionLayer(h, heads, ffn, params.dropout) for _ in range(params.layers))
+
+    def fuse(self, words, word_mask, regions, region_mask):
+        for layer in self.layers:
+            words = layer(words, regions, region_mask)
+        return words

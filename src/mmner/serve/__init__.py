@@ -1,0 +1,22 @@
+"""`mmner serve`: the HTTP API and web page over one trained run (see `serve.app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmner.serve.app import Limits, create_app
+
+__all__ = ["Limits", "create_app", "run_server"]
+
+
+def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+    """Load the run once and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    from mmner.api import Tagger
+
+    tagger = Tagger.load(run_dir, batch_size=(limits or Limits()).max_batch)
+    app = create_app(tagger, limits)
+    print(f"mmner: serving {tagger.name} from {run_dir} at http://{host}:{port}/ "
+          "(API: /v1/tag, schema: /openapi.json)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,200 @@
+"""The Python API: `mmner.Tagger`, and character offsets that map entities back to the caller's text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+from mmner.api import entity_records, token_offsets
+from mmner.data.readers import tokenize
+from mmner.errors import MmnerError
+from serving_helpers import tiny_run_dir
+
+TRICKY = [
+    "RT @Messi: visit #Paris today 🙌🏾 https://t.co/AbC?x=1.",
+    "meet   Obama    Jr at   NASA !!",
+    "👨‍👩‍👧 family day in New  Rome ❤️ #love @UN_News",
+    "  leading and trailing spaces\tand\ttabs\n and newlines  ",
+    "zero\u200bwidth\u200bspaces and soft\u00adhyphen, www.nasa.gov/apollo) done",
+    "Café Müller 3.5 1,000 2nd &gt;&gt; It's @a.b #x_y",
+]
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory, tiny_encoder, tiny_corpus):
+    from mmner import Tagger
+
+    return Tagger.load(tiny_run_dir(tmp_path_factory, tiny_encoder, tiny_corpus), device="cpu")
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_offsets_of_tokenizer_tokens_are_exact(text):
+    tokens = tokenize(text)
+    spans = token_offsets(text, tokens)
+    assert [text[a:b] for a, b in spans] == tokens
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_every_entity_round_trips_to_the_text(text):
+    """Whatever the tags, each entity's characters are `text[char_start:char_end]` (all spans tried)."""
+    tokens = tokenize(text)
+    for start in range(len(tokens)):
+        for end in range(start + 1, min(len(tokens), start + 4) + 1):
+            tags = ["O"] * len(tokens)
+            tags[start : end] = ["B-LOC"] + ["I-LOC"] * (end - start - 1)
+            (ent,) = entity_records(tokens, tags, text)
+            assert (ent["start"], ent["end"], ent["type"]) == (start, end, "LOC")
+            assert text[ent["char_start"] : ent["char_end"]] == ent["text"]
+            assert ent["text"].startswith(tokens[start]) and ent["text"].endswith(tokens[end - 1])
+
+
+def test_entity_keeps_the_original_spacing():
+    text = "off to New   York  #NYC"
+    tokens = tokenize(text)
+    tags = ["O", "O", "B-LOC", "I-LOC", "O", "B-LOC"]
+    ents = entity_records(tokens, tags, text)
+    assert [(e["text"], e["char_start"], e["char_end"]) for e in ents] == [("New   York", 7, 17), ("NYC", 20, 23)]
+    # without the text, entities are the tokens joined by spaces, token offsets only
+    assert entity_records(tokens, tags) == [
+        {"text": "New York", "type": "LOC", "start": 2, "end": 4},
+        {"text": "NYC", "type": "LOC", "start": 5, "end": 6},
+    ]
+
+
+def test_offsets_of_altered_tokens():
+    """Tokens from another tokeniser (case, accents, unescaped entities, a token that is not there)."""
+    text = "Hello  WORLD &amp; Café-Co\u200b at   https://t.co/x"
+    tokens = ["hello", "world", "&", "cafe", "-", "co", "<url>"]
+    spans = token_offsets(text, tokens)
+    got = [text[s[0] : s[1]] if s else None for s in spans]
+    assert got == ["Hello", "WORLD", "&", "Café", "-", "Co", None]
+    tags = ["B-ORG", "I-ORG", "O", "B-ORG", "I-ORG", "I-ORG", "B-OTHER"]
+    ents = entity_records(tokens, tags, text)
+    assert [e["text"] for e in ents] == ["Hello  WORLD", "Café-Co", "at   https://t.co/x"]
+    for e in ents:  # the missing token's entity covers the text between its neighbours
+        assert text[e["char_start"] : e["char_end"]] == e["text"]
+
+
+def test_tagger_on_raw_posts(tagger):
+    results = tagger.batch(TRICKY + ["RT @Messi : visit Paris today"])
+    assert len(results) == len(TRICKY) + 1
+    n_entities = 0
+    for text, result in zip(TRICKY + ["RT @Messi : visit Paris today"], results):
+        assert result["text"] == text and result["tokens"] == tokenize(text)
+        assert len(result["tags"]) == len(result["tokens"])
+        for ent in result["entities"]:
+            n_entities += 1
+            assert text[ent["char_start"] : ent["char_end"]] == ent["text"]
+            assert " ".join(result["tokens"][ent["start"] : ent["end"]]).replace(" ", "") == ent["text"].replace(" ", "")
+    assert n_entities > 0  # the tiny model learnt the templates' names
+    single = tagger(TRICKY[0])
+    assert single == {k: v for k, v in results[0].items() if k != "id"}
+    assert "relation_score" not in single  # bert-crf has none
+
+
+def test_tagger_inputs(tagger, tmp_path):
+    from PIL import Image
+
+    image = next((SHARED_DATA / "images" / "twitter2017_samples").rglob("*.jpg"), None)
+    if image is None:
+        image = tmp_path / "red.png"
+        Image.new("RGB", (32, 24), (200, 10, 10)).save(image)
+    by_path = tagger("meet Obama at NASA !", image=image, caption="a man at a desk", id="p1")
+    assert by_path["id"] == "p1" and by_path["image"] == str(image) and by_path["caption"] == "a man at a desk"
+    by_pil = tagger("meet Obama at NASA !", image=Image.open(image))
+    by_bytes = tagger("meet Obama at NASA !", image=image.read_bytes())
+    assert "image" not in by_pil and "image" not in by_bytes  # temporary files are not reported
+    assert by_pil["tags"] == by_bytes["tags"] == by_path["tags"]
+    tokens = tagger(tokens=["visit", "Paris"], id="t")
+    assert tokens["tokens"] == ["visit", "Paris"] and "text" not in tokens
+    mixed = tagger.batch([{"id": 7, "text": "visit Rome", "user": "kept"}, "visit London", tokens])
+    assert [r["id"] for r in mixed] == ["7", "1", "t"] and mixed[0]["user"] == "kept"
+
+    with pytest.raises(MmnerError, match="empty post"):
+        tagger("   \u200b ")
+    with pytest.raises(MmnerError, match="needs \"text\" or \"tokens\""):
+        tagger.batch([{"id": "x"}])
+    with pytest.raises(MmnerError, match="\"text\" must be a string"):
+        tagger.batch([{"text": 5}])
+    with pytest.raises(MmnerError, match="\"image\" must be a path"):
+        tagger("visit Rome", image=3.5)
+
+
+def test_models_with_a_relation_score(tagger):
+    """A model that implements `predict(batch)` adds its extras (relation score, region attention)."""
+    import torch
+
+    model = tagger.model
+
+    def predict(batch):
+        tags = model.decode(batch)
+        n = len(tags)
+        return {"tags": tags, "relation_score": torch.full((n,), 0.25), "attention": torch.ones(n, 4) / 4}
+
+    model.predict = predict
+    try:
+        assert tagger.has_relation_score
+        result = tagger("visit Paris today")
+        assert result["relation_score"] == 0.25 and result["attention"] == [0.25] * 4
+        assert [r["relation_score"] for r in tagger.batch(["a", "b", "c"])] == [0.25] * 3
+    finally:
+        del model.predict
+
+
+def test_info(tagger):
+    info = tagger.info()
+    assert info["model"] == "bert-crf" and info["visual_source"] == "none"
+    assert info["labels"]["types"] == ["LOC", "ORG", "OTHER", "PER"]
+    assert "test" in info["metrics"] and "f1" in info["metrics"]["test"]
+
+
+def test_import_mmner_stays_light():
+    code = (
+        "import sys, mmner; assert 'torch' not in sys.modules and 'mmner.api' not in sys.modules;"
+        "from mmner import Tagger; assert Tagger.__module__ == 'mmner.api' and 'Tagger' in dir(mmner);"
+        "assert 'mmner.models.base' not in sys.modules"  # not the models' base class of the same name
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})
+
+
+def _registry_names() -> list[str]:
+    from mmner.models import registry
+
+    return registry.names()
+
+
+@pytest.mark.parametrize("name", _registry_names())
+def test_every_registry_model_tags_new_posts(name, tmp_path, tiny_model_params, tiny_visual, tiny_corpus):
+    """Each model, trained for one epoch with its visual source (the last of TINY_SOURCES: grid where
+    a model takes it, so new image files go through the grid encoder), tags raw posts with a PIL
+    image, an image file, image bytes, a caption, or nothing (masked under `visual.missing: mask`)."""
+    from PIL import Image
+
+    from conftest import TINY_SOURCES, tiny_config
+    from mmner import Tagger
+    from mmner.config import load_config
+    from mmner.train.run import train
+
+    source = (TINY_SOURCES.get(name) or ["none"])[-1]
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source], max_epochs=1))
+    train(config, tmp_path / "run", quiet=True)
+    tagger = Tagger.load(tmp_path / "run", device="cpu")
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    image.save(tmp_path / "new.png")
+    posts = [
+        {"text": TRICKY[0], "image": image, "caption": "a man with a phone"},
+        {"text": TRICKY[1], "image": str(tmp_path / "new.png")},
+        {"text": TRICKY[2], "image": (tmp_path / "new.png").read_bytes(), "caption": "the stadium at night"},
+        {"text": TRICKY[3]},
+    ]
+    results = tagger.batch(posts)
+    for post, result in zip(posts, results):
+        assert result["tokens"] == tokenize(post["text"]) and len(result["tags"]) == len(result["tokens"])
+        for ent in result["entities"]:
+            assert post["text"][ent["char_start"] : ent["char_end"]] == ent["text"]
+    assert tagger.info()["visual_source"] == source
