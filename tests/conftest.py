@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,17 @@ def tiny_config(model: dict, corpus: dict[str, Path], visual: dict | None = None
         "optim": {"lr": 2e-2, "encoder_lr": 1e-3, "warmup": 0.0},
         "trainer": {"max_epochs": 2, "batch_size": 8, "eval_batch_size": 8, "accelerator": "cpu", **trainer},
     }
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`mmner ARGS...` in-process: (exit code, stdout, stderr)."""
+    from mmner.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mmner", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

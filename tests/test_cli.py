@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from conftest import SHARED_DATA
-from mmner.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mmner", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
+from conftest import SHARED_DATA, run_cli
 
 SCORE_KEYS = {"precision", "recall", "f1", "gold_entities", "pred_entities", "correct_entities", "mode", "per_type"}
 
@@ -162,3 +148,20 @@ def test_text_only_model_refuses_a_visual_source(monkeypatch, capsys, tmp_path, 
     args = [a for s in sets for a in ("--set", s)]
     code, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *args, "--output", str(tmp_path / "r"))
     assert code == 2 and "bert-crf is a text-only model" in err and err.count("\n") == 1
+
+
+def test_predict_needs_no_gold(monkeypatch, capsys, tmp_path, tiny_encoder, tiny_corpus):
+    """Posts to tag may carry tags of types the model never saw: prediction ignores them."""
+    from conftest import tiny_config
+    from mmner.config import load_config
+    from mmner.train.run import train
+
+    config = load_config(None, base=tiny_config({"name": "bert-crf", "encoder": str(tiny_encoder), "max_length": 24},
+                                                tiny_corpus, max_epochs=1))
+    train(config, tmp_path / "run", quiet=True)
+    posts = tmp_path / "posts.txt"
+    posts.write_text("IMGID:9\nBerlin\tB-CITY\nrocks\tO\n")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(tmp_path / "run"), "--input", str(posts),
+                           "--output", str(tmp_path / "out.jsonl"))
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "out.jsonl").read_text())["tags"]) == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
 from mmner.errors import MmnerError
 from mmner.vision.cache import FeatureCache, extract_features, image_id_for, iter_image_files
 from mmner.vision.grid import GridEncoder, ResNet, build_encoder
@@ -156,19 +156,6 @@ def test_corrupt_files_are_skipped_and_listed(tmp_path, encoder, caplog, monkeyp
     assert "broken" not in cache and "empty" not in cache
     again = extract_features(root, encoder, out, batch_size=4, progress=False)
     assert (again.encoded, again.cached, len(again.skipped)) == (0, 5, 3)  # broken files retried, still skipped
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from mmner.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["mmner", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_features_extract(monkeypatch, capsys, tmp_path, tiny_weights):

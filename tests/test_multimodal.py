@@ -212,7 +212,7 @@ def test_predict_new_posts_from_image_files(tmp_path, tiny_model_params, tiny_vi
     image is masked (visual.missing: mask)."""
     from PIL import Image
 
-    from mmner.train.run import load_run, tag_stream, train, visual_inputs
+    from mmner.train.run import load_run, predict_tags, train, visual_inputs
 
     config = load_config(None, base=tiny_config(tiny_model_params["visualbert-crf"], tiny_corpus,
                                                 tiny_visual["grid"], max_epochs=1))
@@ -223,6 +223,6 @@ def test_predict_new_posts_from_image_files(tmp_path, tiny_model_params, tiny_vi
     Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
     posts = [Post("p1", ["meet", "Obama"], image_path=str(image), image_id="new"), Post("p2", ["visit", "Rome"])]
     visual = visual_inputs(config)
-    records = list(tag_stream(model, posts, visual=visual))
-    assert [len(r["tags"]) for r in records] == [2, 2] and records[0]["image"] == str(image)
+    tags = predict_tags(model, posts, progress=False, visual=visual)
+    assert [len(t) for t in tags] == [2, 2]
     assert set(visual.masked) == {"p2"}

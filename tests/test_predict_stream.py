@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from mmner.cli import main
+from conftest import run_cli
 from serving_helpers import tiny_run_dir
 
 GOOD = ["meet Obama Jr at NASA !", "RT @Messi : visit Paris today", "the Olympics game in New Rome",
@@ -17,17 +16,6 @@ GOOD = ["meet Obama Jr at NASA !", "RT @Messi : visit Paris today", "the Olympic
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_encoder, tiny_corpus):
     return tiny_run_dir(tmp_path_factory, tiny_encoder, tiny_corpus)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mmner", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_posts(path, n_good: int = 12):

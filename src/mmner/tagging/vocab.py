@@ -37,6 +37,16 @@ class LabelVocab:
             raise MmnerError("training data has no entities: cannot build a label vocabulary")
         return cls(sorted(types), scheme)
 
+    def check_types(self, posts: list[Post], where: str) -> None:
+        """Gold entity types outside this vocabulary: an error naming them (a model cannot be scored on
+        a type it was never trained on, e.g. Twitter-2015's OTHER against a Twitter-2017 model's MISC)."""
+        seen = {t[2:] for post in posts if post.tags for t in post.tags if t != "O"}
+        unknown = sorted(seen - set(self.types))
+        if unknown:
+            raise MmnerError(
+                f"{where}: entity types {', '.join(unknown)} are not in the model's labels ({', '.join(self.types)})"
+            )
+
     def __len__(self) -> int:
         return len(self.tags)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -25,8 +26,10 @@ class PostDataset(Dataset):
     """Posts featurised by the model on first access (tokenisation is the model's business), each with
     its visual input from `visual` (the run's `VisualInputs` for this split; None for text only)."""
 
-    def __init__(self, posts: list[Post], model: Tagger, visual: VisualInputs | None = None) -> None:
-        self.posts = posts
+    def __init__(self, posts: list[Post], model: Tagger, visual: VisualInputs | None = None, gold: bool = True) -> None:
+        # Without `gold` the posts' tags are not featurised: decoding needs none, and scoring reads them
+        # from the posts themselves.
+        self.posts = posts if gold else [replace(p, tags=None) for p in posts]
         self.model = model
         self.visual = visual
         self._cache: dict[int, dict[str, Any]] = {}
@@ -60,9 +63,9 @@ class Collator:
 
 
 def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num_workers: int = 0,
-           visual: VisualInputs | None = None) -> DataLoader:
+           visual: VisualInputs | None = None, gold: bool = True) -> DataLoader:
     return DataLoader(
-        PostDataset(posts, model, visual),
+        PostDataset(posts, model, visual, gold),
         batch_size=batch_size,
         shuffle=shuffle,
         collate_fn=Collator(model),
@@ -83,7 +86,7 @@ class PostDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         t = self.config.trainer
-        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers, self.visual.get("valid"))
+        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers, self.visual.get("valid"), gold=False)
 
 
 class TaggerModule(L.LightningModule):

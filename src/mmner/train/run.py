@@ -9,7 +9,7 @@ import logging
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -80,7 +80,7 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
     out: list[list[str]] = []
     with torch.inference_mode():
         for batch in tqdm(
-            loader(posts, model, batch_size, shuffle=False, visual=visual), desc="tagging", unit="batch",
+            loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False), desc="tagging", unit="batch",
             disable=not progress, leave=False,
         ):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -202,9 +202,14 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         if saved.model_params() != params:
             raise MmnerError(f"{run_dir}: --resume with a different model section than the run's config.yaml")
         labels = LabelVocab.load(run_dir / "labels.json")
-        model = cls.load(params, labels, run_dir)
     else:
         labels = LabelVocab.from_posts(posts["train"], d.scheme)
+    for split in ("valid", "test"):  # an entity type the model never saw in training cannot be scored
+        if split in posts:
+            labels.check_types(posts[split], str(paths[split]))
+    if resume:
+        model = cls.load(params, labels, run_dir)
+    else:
         model = cls.create(params, labels, posts["train"])
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
@@ -308,6 +313,7 @@ def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size
     config, model = load_run(run_dir)
     path = datadir.resolve(data, data_dir or config.data.dir)
     posts = datadir.load_dataset(str(path))
+    model.labels.check_types(posts, str(path))
     visual = check_visual(config, {"eval": data}, {"eval": posts}, data_dir)["eval"]
     pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir))
     if output:
@@ -322,41 +328,3 @@ def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size
         **visual,
         "seed": config.seed,
     }
-
-
-def entities(tokens: list[str], tags: list[str]) -> list[dict[str, Any]]:
-    from mmner.tagging.schemes import entities as spans
-
-    return [{"text": " ".join(tokens[s:e]), "type": t, "start": s, "end": e} for t, s, e in spans(tags)]
-
-
-def tag_stream(model: Tagger, posts: Iterable[Post], batch_size: int = 32,
-               visual: VisualInputs | None = None) -> Iterator[dict[str, Any]]:
-    """Tag posts in batches as they come (nothing is held beyond one batch); `visual` as for `predict_tags`."""
-    batch: list[Post] = []
-
-    def flush() -> Iterator[dict[str, Any]]:
-        for post, tags in zip(batch, predict_tags(model, batch, batch_size, progress=False, visual=visual)):
-            record: dict[str, Any] = {"id": post.id, "tokens": post.tokens, "tags": tags, "entities": entities(post.tokens, tags)}
-            if post.image_path:
-                record["image"] = post.image_path
-            yield record
-
-    for post in posts:
-        batch.append(post)
-        if len(batch) == batch_size:
-            yield from flush()
-            batch = []
-    if batch:
-        yield from flush()
-
-
-def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            n += 1
-    return n
-
-
