@@ -123,6 +123,8 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
         "fusion-cm": {"name": "fusion-cm", **bert},
         "fusion-tam": {"name": "fusion-tam", **bert, "layers": 1, "heads": 2},
         "fusion-vam": {"name": "fusion-vam", **bert, "attention_dim": 16},
+        "umt": {"name": "umt", **bert, "heads": 2},
+        "rpbert": {"name": "rpbert", **bert, "max_regions": 64, "dropout": 0.1},
         "visualbert-crf": {"name": "visualbert-crf", **bert, "max_regions": 64},
     }
 
@@ -134,6 +136,8 @@ TINY_SOURCES = {
     "fusion-cm": ["caption"],
     "fusion-tam": ["caption"],
     "fusion-vam": ["caption"],
+    "umt": ["caption"],
+    "rpbert": ["caption"],
     "visualbert-crf": ["caption", "grid"],
 }
 # Image ids of the tiny corpus without a usable caption (blank-image caption, no entry): masked.

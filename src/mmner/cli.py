@@ -138,6 +138,24 @@ def score(
         _print_score(result, f"{pred} against {gold}:")
 
 
+@app.command()
+def report(
+    run_dirs: List[Path] = typer.Argument(..., help="Run directories; differences are to the first."),
+    output: Path = typer.Option(..., "--output", "-o", help="HTML file; its numbers go to the same stem with .json."),
+    resamples: int = typer.Option(1000, "--resamples", help="Paired bootstrap resamples over posts."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    top_errors: int = typer.Option(30, "--errors", help="How many of the posts with the most errors to show."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data dir (default: each run's, else the usual lookup)."),
+) -> None:
+    """Analysis report of finished runs: scores per type with bootstrap tests, entity and length slices,
+    low-resource curves, relation split, attention maps and the worst posts, as one HTML file."""
+    from mmner.analysis.report import write_report
+
+    page, numbers = write_report(run_dirs, output, resamples=resamples, seed=seed, top_errors=top_errors,
+                                 data_dir=data_dir)
+    typer.echo(f"report: {page}\nnumbers: {numbers}")
+
+
 features_app = typer.Typer(no_args_is_help=True, help="Image features: precompute and cache grid features.")
 app.add_typer(features_app, name="features")
 

@@ -28,6 +28,9 @@ class DataConfig(Section):
     dir: str | None = None  # data dir; default: $MMNER_DATA_DIR, else ../shared/data
     scheme: Literal["bio", "bioes"] = "bio"
     limit_train: int | None = None  # first N training posts only (quick runs, learning curves)
+    # A seeded random share of the training posts (after limit_train): low-resource curves. Draws are
+    # nested: for one seed, the posts of a smaller fraction are among those of a larger one.
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class VisualConfig(Section):

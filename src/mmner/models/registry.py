@@ -21,6 +21,8 @@ _BUILTIN = {
     "fusion-cm": "mmner.models.fusion",
     "fusion-tam": "mmner.models.fusion",
     "fusion-vam": "mmner.models.fusion",
+    "umt": "mmner.models.umt",
+    "rpbert": "mmner.models.rpbert",
     "visualbert-crf": "mmner.models.visualbert_crf",
 }
 

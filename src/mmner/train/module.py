@@ -3,14 +3,17 @@ precision, checkpoints, progress bars and logging (DESIGN §8)."""
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from transformers import get_linear_schedule_with_warmup
 
 from mmner.config import Config
@@ -73,16 +76,127 @@ def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num
     )
 
 
+@dataclass
+class AuxiliaryTask:
+    """An extra training objective a model brings, trained in the same loop as tagging (a model's
+    `auxiliary_tasks(config) -> list[AuxiliaryTask]`, e.g. RpBERT's text-image relation classification).
+
+    Each epoch runs every auxiliary task's batches first, in list order, then the tagging batches
+    (RpBERT, Algorithm 1); every batch is one task's and optimises that task's `loss` alone.
+    """
+
+    name: str
+    dataset: Dataset  # items for `collate`; a `PostDataset` featurises posts with the model
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    loss: Callable[[dict[str, Any]], torch.Tensor]
+    batch_size: int | None = None  # default: trainer.batch_size
+
+
+class TaskDataset(Dataset):
+    """Several datasets end to end; an item is `(task number, item)`."""
+
+    def __init__(self, datasets: list[Dataset]) -> None:
+        self.datasets = datasets
+        self.starts = [0]
+        for d in datasets:
+            self.starts.append(self.starts[-1] + len(d))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        task = bisect.bisect_right(self.starts, i) - 1
+        return task, i - self.starts[task]
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, Any]]:
+        located = [self.locate(i) for i in indices]
+        out: list[tuple[int, Any]] = []
+        for task in dict.fromkeys(t for t, _ in located):  # a batch is one task's (TaskBatchSampler)
+            dataset = self.datasets[task]
+            local = [j for t, j in located if t == task]
+            items = dataset.__getitems__(local) if hasattr(dataset, "__getitems__") else [dataset[j] for j in local]
+            out.extend((task, item) for item in items)
+        return out
+
+
+class TaskBatchSampler(BatchSampler):
+    """Batches of one task each, all of task 0's first, then task 1's, ...; within a task in the
+    order `sampler` gives (shuffled or not). Under a distributed sampler every replica gets the same
+    number of batches per task (a task's share is padded by repeating, as `DistributedSampler` does)."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool = False, sizes: list[int] | None = None,
+                 batch_sizes: list[int] | None = None) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.sizes = list(sizes or [])
+        self.batch_sizes = list(batch_sizes or [batch_size] * len(self.sizes))
+        self.starts = [sum(self.sizes[:k]) for k in range(len(self.sizes) + 1)]
+
+    def _buckets(self) -> list[list[int]]:
+        buckets: list[list[int]] = [[] for _ in self.sizes]
+        for i in self.sampler:
+            buckets[bisect.bisect_right(self.starts, i) - 1].append(i)
+        replicas = getattr(self.sampler, "num_replicas", None)
+        if replicas:
+            for k, bucket in enumerate(buckets):
+                share = math.ceil(self.sizes[k] / replicas)
+                pool = bucket or list(range(self.starts[k], self.starts[k + 1]))
+                buckets[k] = (pool * (share // max(len(pool), 1) + 1))[:share]
+        return buckets
+
+    def __iter__(self):
+        for bucket, size in zip(self._buckets(), self.batch_sizes):
+            for s in range(0, len(bucket), size):
+                batch = bucket[s : s + size]
+                if len(batch) == size or not self.drop_last:
+                    yield batch
+
+    def __len__(self) -> int:
+        replicas = getattr(self.sampler, "num_replicas", None) or 1
+        counts = [math.ceil(n / replicas) for n in self.sizes]
+        rounding = math.floor if self.drop_last else math.ceil
+        return sum(rounding(n / size) for n, size in zip(counts, self.batch_sizes))
+
+
+class TaskCollator:
+    """Collates a batch of `(task number, item)` with its task's collate; `task` names the task, None
+    for tagging."""
+
+    def __init__(self, collates: list[Callable], names: list[str | None]) -> None:
+        self.collates, self.names = collates, names
+
+    def __call__(self, pairs: list[tuple[int, Any]]) -> dict[str, Any]:
+        task = pairs[0][0]
+        batch = self.collates[task]([item for _, item in pairs])
+        batch["task"] = self.names[task]
+        return batch
+
+
 class PostDataModule(L.LightningDataModule):
     def __init__(self, model: Tagger, train: list[Post], valid: list[Post], config: Config,
                  visual: dict[str, VisualInputs] | None = None) -> None:
         super().__init__()
         self.model, self.train, self.valid, self.config = model, train, valid, config
         self.visual = visual or {}  # split -> the run's visual inputs for it
+        self.tasks: dict[str, AuxiliaryTask] = {}  # the model's auxiliary tasks by name (training_step)
 
     def train_dataloader(self) -> DataLoader:
         t = self.config.trainer
-        return loader(self.train, self.model, t.batch_size, True, t.num_workers, self.visual.get("train"))
+        hook = getattr(self.model, "auxiliary_tasks", None)
+        self.tasks = {task.name: task for task in (hook(self.config) if hook is not None else [])}
+        if not self.tasks:
+            return loader(self.train, self.model, t.batch_size, True, t.num_workers, self.visual.get("train"))
+        tasks = list(self.tasks.values())
+        main = PostDataset(self.train, self.model, self.visual.get("train"))
+        dataset = TaskDataset([task.dataset for task in tasks] + [main])
+        sampler = TaskBatchSampler(RandomSampler(dataset), t.batch_size, False,
+                                   sizes=[len(d) for d in dataset.datasets],  # type: ignore[arg-type]
+                                   batch_sizes=[task.batch_size or t.batch_size for task in tasks] + [t.batch_size])
+        collator = TaskCollator([task.collate for task in tasks] + [Collator(self.model)],
+                                [task.name for task in tasks] + [None])
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=t.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         t = self.config.trainer
@@ -99,9 +213,20 @@ class TaggerModule(L.LightningModule):
         self._epoch_start = 0.0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        task = batch.get("task")
+        if task is not None:  # an auxiliary task's batch (PostDataModule.tasks)
+            loss = self.trainer.datamodule.tasks[task].loss(batch)
+            self.log(f"train_loss_{task}", loss, prog_bar=True, batch_size=len(batch["index"]))
+            return loss
         loss = self.model(batch)["loss"]
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["index"]))
         return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Models with schedules over training (RpBERT's Gumbel temperature) read the progress, 0 -> 1.
+        hook = getattr(self.model, "set_training_progress", None)
+        if hook is not None:
+            hook(self.global_step / max(1, int(self.trainer.estimated_stepping_batches)))
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()

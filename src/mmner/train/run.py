@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import logging
+import random
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from mmner.config import Config, load_config
+from mmner.config import Config, DataConfig, load_config
 from mmner.data import datadir
 from mmner.data.post import Post
 from mmner.data.readers import write_conll
@@ -156,6 +157,20 @@ def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Po
     return out
 
 
+def training_subset(posts: list[Post], data: DataConfig, seed: int) -> list[Post]:
+    """The training posts a run learns from: the first `limit_train`, then a seeded random
+    `train_fraction` of them (at least one post), in file order. Shuffling once per seed and taking a
+    prefix makes the subsets of one seed nested, so a learning curve adds posts rather than swapping them."""
+    if data.limit_train:
+        posts = posts[: data.limit_train]
+    if data.train_fraction >= 1.0:
+        return posts
+    order = list(range(len(posts)))
+    random.Random(seed).shuffle(order)
+    keep = sorted(order[: max(1, round(data.train_fraction * len(posts)))])
+    return [posts[i] for i in keep]
+
+
 def _seed_everything(seed: int) -> None:
     import lightning as L
 
@@ -186,8 +201,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     names = {"train": d.train, "valid": d.valid, **({"test": d.test} if d.test else {})}
     paths = {split: datadir.resolve(name, d.dir) for split, name in names.items()}
     posts = {split: datadir.load_dataset(str(path)) for split, path in paths.items()}
-    if d.limit_train:
-        posts["train"] = posts["train"][: d.limit_train]
+    posts["train"] = training_subset(posts["train"], d, config.seed)
     for split, items in posts.items():
         if split != "predict" and any(p.tags is None for p in items):
             raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
@@ -271,6 +285,8 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "git_commit": git_commit(),
         "train_masked_images": visual["train"]["masked_images"],
+        "train_fraction": d.train_fraction,
+        "train_posts": len(posts["train"]),
         "resumed": resume,
     }
     metrics: dict[str, Any] = {}

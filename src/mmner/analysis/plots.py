@@ -1,0 +1,114 @@
+"""The report's figures (matplotlib, Agg), each returned as a `data:image/png;base64,...` URI so the
+HTML stays one self-contained file."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+COLORS = plt.get_cmap("tab10").colors
+
+
+def _uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float | None]], ylabel: str, title: str,
+                 xlabel: str = "") -> str:
+    """One bar per series in each group (e.g. runs x length buckets); None leaves a gap."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(1, len(series)) ** 0.5 + 2), 3.2))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for k, (name, values) in enumerate(series.items()):
+        vals = [np.nan if v is None else v for v in values]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=name, color=COLORS[k % len(COLORS)])
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a bar
+    return _uri(fig)
+
+
+def learning_curves(curves: dict[str, list[tuple[int, float]]]) -> str:
+    """Test F1 against training posts, one line per configuration (mean over seeds; dots per run)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    sizes = [n for pts in curves.values() for n, _ in pts]
+    for k, (name, points) in enumerate(curves.items()):
+        color = COLORS[k % len(COLORS)]
+        xs = sorted({n for n, _ in points})
+        means = [float(np.mean([f for n, f in points if n == x])) for x in xs]
+        ax.plot(xs, means, "-", color=color, label=name)
+        ax.plot([n for n, _ in points], [f for _, f in points], "o", color=color, ms=4, alpha=0.7)
+    if sizes and max(sizes) > 10 * max(1, min(sizes)):
+        ax.set_xscale("log")
+    ax.set_xticks(sorted(set(sizes)), [str(n) for n in sorted(set(sizes))])
+    ax.minorticks_off()
+    ax.set_xlabel("training posts")
+    ax.set_ylabel("test F1 (%)")
+    ax.set_title("Low-resource curve", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _uri(fig)
+
+
+def relation_histogram(scores: dict[str, Sequence[float]]) -> str:
+    """Distribution of relation scores r per run, with RpBERT's split at 0.5."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    bins = np.linspace(0, 1, 21)
+    for k, (name, values) in enumerate(scores.items()):
+        ax.hist(values, bins=bins, alpha=0.55, label=name, color=COLORS[k % len(COLORS)])
+    ax.axvline(0.5, color="k", ls="--", lw=1)
+    ax.set_xlabel("relation score r (image adds to the text)")
+    ax.set_ylabel("posts")
+    ax.set_title("Relation scores", fontsize=10)
+    ax.legend(fontsize=8)
+    return _uri(fig)
+
+
+def relation_vs_stv(points: dict[str, tuple[Sequence[float], Sequence[float]]]) -> str:
+    """RpBERT Fig. 3: relation score r against S_TV, the summed visual attention."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for k, (name, (r, stv)) in enumerate(points.items()):
+        ax.scatter(r, stv, s=6, alpha=0.5, label=name, color=COLORS[k % len(COLORS)])
+    ax.axvline(0.5, color="k", ls="--", lw=1)
+    ax.set_xlabel("relation score r")
+    ax.set_ylabel("S_TV (summed visual attention)")
+    ax.set_title("r against S_TV", fontsize=10)
+    ax.legend(fontsize=8)
+    return _uri(fig)
+
+
+def heat_maps(maps: Sequence[dict[str, Any]], cols: int = 4) -> str:
+    """Attention over visual regions per post: a grid as an image, a sequence as a one-row strip."""
+    rows = math.ceil(len(maps) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, maps):
+        weights = np.asarray(m["attention"], dtype=float)
+        if m.get("grid"):
+            ax.imshow(weights.reshape(m["grid"]), cmap="magma", interpolation="nearest")
+        else:
+            ax.imshow(weights[None, :], cmap="magma", aspect="auto", interpolation="nearest")
+            if m.get("regions"):
+                ax.axis("on")
+                ax.set_yticks([])
+                ax.set_xticks(range(len(weights)), [str(r) for r in m["regions"]], rotation=70, fontsize=6)
+        ax.set_title(m["title"], fontsize=8)
+    return _uri(fig)

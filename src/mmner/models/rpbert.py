@@ -1,0 +1,367 @@
+"""RpBERT (Sun et al. 2021): text-image relation propagation in a single-stream multimodal BERT.
+
+Input `[CLS] T [SEP] V`: the text tokens, then the post's visual regions projected to the encoder width
+as visual tokens, laid out exactly as in `visualbert-crf` (whose machinery this model reuses: region
+projection, visual segment and region-position embeddings, windows, gather of each word's first
+sub-token). Two passes through the same encoder (Fig. 2, "two RpBERTs share the same structure and
+parameters"):
+
+1. relation pass: `[CLS] T [SEP] V`; the [CLS] state (averaged over a long post's windows) goes through
+   a linear layer to two logits x; pi = softmax(x) and the relation score r = pi_1, the probability that
+   the image adds to the text (Eq. 2). This pass is all the TRC task needs.
+2. tagging pass: the visual tokens gated by r (relation propagation, Eq. 3), then the head.
+
+Gates (`gate`): `soft` r = pi_1 (Eq. 4); `hard` r = [pi_1 > 0.5] with a straight-through gradient
+(Eq. 5); `gumbel` r = softmax((x + g) / tau)_1 while training (Eq. 6), tau annealed from `tau_start` to
+`tau_end` over training (`tau_schedule`), and softmax(x / tau) without noise at inference.
+
+Propagation (`propagation`), i.e. where r acts in pass 2:
+- `input` (the paper's R ⊙ V, as in the authors' code): the projected region features are multiplied by
+  r before the visual segment and position embeddings are added. At r = 0 no image content reaches the
+  text, but the visual tokens still take part in attention with their segment / position embeddings.
+- `output`: pass 2 encodes the text alone and the word states are h_T + r * (h_TV - h_T), h_TV being
+  pass 1's word states: r = 0 is exactly the model with the post's regions masked, r = 1 exactly the
+  ungated multimodal encoding, and the tagging pass is cheaper (no visual tokens).
+
+Heads (`head`): `crf` (linear + CRF over the first sub-token's state) or `bilstm-crf` (Table 4/5's
+"biLSTM-CRF + RpBERT": per word [word vector; char-CNN vector; RpBERT state] -> 2-layer biLSTM -> CRF,
+Lample et al.). The paper averages a word's sub-token states; here the first sub-token's state is used,
+as by every model of this package (DESIGN §6).
+
+Multitask training (Algorithm 1): with `trc.enabled`, every epoch first trains the relation classifier
+on the TRC corpus (Vempala & Preotiuc-Pietro 2019, `image_adds`; first `trc.train_rows` rows), then MNER,
+through `auxiliary_tasks` (see `mmner.train.module.AuxiliaryTask`). The corpus' images are not
+distributed with it: give captions keyed by tweet id (`trc.captions`, for `visual.source: caption`) or
+a folder of `<tweet_id>.jpg` (`trc.images`, for `grid` / `pseudo-caption`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mmner.data.post import Post
+from mmner.errors import MmnerError
+from mmner.models.base import ModelParams
+from mmner.models.bert_crf import BertCRF
+from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
+from mmner.models.blocks import resolve_region_params
+from mmner.models.registry import register
+from mmner.models.visualbert_crf import VisualBertCRF, VisualBertCRFParams
+from mmner.tagging.vocab import LabelVocab
+from mmner.text.encoders import load_encoder, load_tokenizer, resolve_encoder
+from mmner.text.vectors import (
+    NO_VECTORS,
+    CharCNN,
+    CharVocab,
+    VectorTable,
+    WordEmbedding,
+    WordVocab,
+    load_table,
+    vocab_json,
+)
+
+if TYPE_CHECKING:
+    from mmner.config import Config
+    from mmner.vision.inputs import VisualInput, VisualInputs
+
+log = logging.getLogger("mmner")
+
+TRC_TRAIN_ROWS = 3576  # RpBERT: the first 3576 rows of textimage-data.csv train TRC, the other 895 test it
+
+
+class TrcParams(BaseModel):
+    """The TRC task of Algorithm 1 (`model.trc`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    data: str = "trc/textimage-data.csv"  # a file, or a path inside the data dir
+    train_rows: int = Field(TRC_TRAIN_ROWS, ge=1)
+    captions: str | None = None  # captions file keyed by tweet id (JSON / BLIP-2 format), for visual.source caption
+    images: str | None = None  # folder of <tweet_id>.jpg|.png, for visual.source grid / pseudo-caption
+    batch_size: int = Field(8, ge=1)  # Table 2: mini-batch 8
+
+
+class RpBertParams(VisualBertCRFParams):
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)  # Table 2
+    gate: Literal["soft", "hard", "gumbel"] = "soft"
+    propagation: Literal["input", "output"] = "input"
+    tau_start: float = Field(1.0, gt=0.0)  # gumbel: temperature at the start of training ...
+    tau_end: float = Field(0.1, gt=0.0)  # ... and at its end
+    tau_schedule: Literal["exponential", "linear"] = "exponential"
+    head: Literal["crf", "bilstm-crf"] = "crf"
+    # head bilstm-crf (Table 2: LSTM hidden 1024 with RpBERT, 2 layers, char embedding 25)
+    vectors: str = "glove-50d"
+    freeze_vectors: bool = False
+    char_dim: int = Field(25, ge=1)
+    char_filters: int = Field(50, ge=1)
+    lstm_hidden: int = Field(1024, ge=1)
+    lstm_layers: int = Field(2, ge=1)
+    trc: TrcParams = TrcParams()
+
+
+@register("rpbert")
+class RpBert(VisualBertCRF):
+    Params = RpBertParams
+    params: RpBertParams
+
+    def __init__(self, params: RpBertParams, labels: LabelVocab, encoder, tokenizer,
+                 words: WordVocab | None = None, chars: CharVocab | None = None,
+                 table: VectorTable | None = None) -> None:
+        super().__init__(params, labels, encoder, tokenizer)
+        hidden = encoder.config.hidden_size
+        self.relation = nn.Linear(hidden, 2)  # Task#1: does the image add to the text?
+        self.register_buffer("progress", torch.zeros(()))  # fraction of training done (gumbel schedule)
+        if params.head == "bilstm-crf":
+            if words is None or chars is None:
+                raise ValueError("head bilstm-crf needs word and char vocabularies")
+            self.words, self.chars, self.table = words, chars, table
+            dim = table.dim if table is not None else RANDOM_DIM
+            self.embed = WordEmbedding(len(words), dim, table.matrix if table is not None else None,
+                                       params.freeze_vectors)
+            self.char_cnn = CharCNN(len(chars), params.char_dim, params.char_filters, dropout=params.dropout)
+            self.lstm = nn.LSTM(dim + params.char_filters + hidden, params.lstm_hidden, num_layers=params.lstm_layers,
+                                bidirectional=True, batch_first=True,
+                                dropout=params.dropout if params.lstm_layers > 1 else 0.0)
+            self.classifier = nn.Linear(2 * params.lstm_hidden, len(labels))
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
+        params = resolve_region_params(params, visual)
+        trc = params.trc  # type: ignore[attr-defined]
+        if trc.enabled:
+            need = "captions" if visual.source == "caption" else "images"
+            if getattr(trc, need) is None:
+                given = "model.trc.images" if trc.images else "model.trc.captions" if trc.captions else "neither"
+                raise MmnerError(
+                    f"model.trc.{need}: TRC training (model.trc.enabled: true) with visual.source: {visual.source} "
+                    f"needs the TRC tweets' {'captions' if need == 'captions' else 'images'} ({given} given). "
+                    "The TRC corpus' images are not in the data dir: set model.trc.captions to a captions file keyed "
+                    "by tweet id (visual.source: caption) or model.trc.images to a folder of <tweet_id>.jpg "
+                    "(grid / pseudo-caption), or set model.trc.enabled: false to train without TRC")
+            where = Path(getattr(trc, need)).expanduser()
+            if not (where.is_file() if need == "captions" else where.is_dir()):
+                raise MmnerError(f"model.trc.{need}: {where} is not a {'captions file' if need == 'captions' else 'folder'}")
+        return params
+
+    @staticmethod
+    def _table(params: RpBertParams) -> VectorTable | None:
+        return None if params.vectors == NO_VECTORS else load_table(params.vectors)
+
+    @classmethod
+    def create(cls, params: RpBertParams, labels: LabelVocab, train_posts: list[Post]) -> RpBert:
+        path = resolve_encoder(params.encoder)
+        encoder, tokenizer = load_encoder(path, pretrained=True), load_tokenizer(path)
+        if params.head != "bilstm-crf":
+            return cls(params, labels, encoder, tokenizer)
+        table = cls._table(params)
+        tokens = [t for post in train_posts for t in post.tokens]
+        skip = (lambda w: table.find(w) >= 0) if (table is not None and params.freeze_vectors) else None
+        model = cls(params, labels, encoder, tokenizer, WordVocab.build(tokens, skip), CharVocab.build(tokens), table)
+        model.embed.init_from(model.words, table)
+        return model
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        super().save_artifacts(run_dir)
+        if self.params.head == "bilstm-crf":
+            data = vocab_json(self.words, self.chars, vectors=self.params.vectors,
+                              vector_rows=len(self.table) if self.table is not None else 0, vector_dim=self.embed.dim)
+            (Path(run_dir) / VOCAB_FILE).write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, params: RpBertParams, labels: LabelVocab, run_dir: Path) -> RpBert:
+        path = Path(run_dir) / "encoder"
+        encoder, tokenizer = load_encoder(path, pretrained=False), load_tokenizer(path)
+        if params.head != "bilstm-crf":
+            return cls(params, labels, encoder, tokenizer)
+        vocab = Path(run_dir) / VOCAB_FILE
+        try:
+            data = json.loads(vocab.read_text(encoding="utf-8"))
+            words, chars = WordVocab(data["words"]), CharVocab(data["chars"])
+            shape = (int(data["vector_rows"]), int(data["vector_dim"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MmnerError(f"{vocab}: not a readable rpbert vocabulary ({exc})") from exc
+        table = cls._table(params)
+        got = (len(table), table.dim) if table is not None else (0, RANDOM_DIM)
+        if got != shape:
+            raise MmnerError(f"{vocab}: the run was trained with vectors {data.get('vectors')!r} of {shape[0]} x "
+                             f"{shape[1]}, but {params.vectors!r} now gives {got[0]} x {got[1]}; "
+                             "point model.vectors at the same table")
+        return cls(params, labels, encoder, tokenizer, words, chars, table)
+
+    # -- data -----------------------------------------------------------------------------------
+    def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
+        item = super().featurize(post, visual)
+        if self.params.head == "bilstm-crf":
+            item.update(BiLSTMCRF.featurize(self, post))  # type: ignore[arg-type]  # word / vector / char ids
+        return item
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().collate(items)
+        if self.params.head == "bilstm-crf":
+            words = BiLSTMCRF.collate(self, items)  # type: ignore[arg-type]
+            batch.update({k: words[k] for k in ("word_ids", "vector_ids", "char_ids")})
+        return batch
+
+    # -- relation -------------------------------------------------------------------------------
+    @property
+    def tau(self) -> float:
+        """The Gumbel temperature at the current point of training."""
+        p, start, end = float(self.progress), self.params.tau_start, self.params.tau_end
+        if self.params.tau_schedule == "linear":
+            return start + (end - start) * p
+        return start * (end / start) ** p
+
+    def set_training_progress(self, fraction: float) -> None:
+        """Called by the training loop before each step (0 -> 1); saved with the weights, so a loaded
+        model uses the final temperature."""
+        self.progress.fill_(min(max(fraction, 0.0), 1.0))
+
+    def visual_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As in visualbert-crf, from the regions projected once per batch (`_regions`), with the
+        projected features scaled by `_gate` [B] when given (relation propagation, `input`)."""
+        regions, mask = batch["_regions"] if "_regions" in batch else self.visual(batch, self.encoder)
+        gate = batch.get("_gate")
+        if gate is not None:
+            regions = regions * gate.to(regions.dtype)[:, None, None]  # [B, R, H]
+        slots = torch.arange(regions.shape[1], device=regions.device)
+        return regions + self.visual_type + self.visual_position(slots), mask
+
+    def relation_pass(self, batch: dict[str, Any], words: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pass 1, `[CLS] T [SEP] V` ungated: relation logits [B, 2] from the posts' [CLS] states (mean
+        over a post's windows), and with `words` the word states [B, W, H] of the same pass."""
+        n, t = batch["input_ids"].shape
+        cls_index = torch.arange(n, device=batch["input_ids"].device) * t  # each window's first token
+        gather = batch["gather"]
+        index = torch.cat([cls_index, gather.flatten()]) if words else cls_index
+        states = self.word_states({**batch, "gather": index})  # [N (+ B * W), H]
+        cls_states = states[:n]
+        owner = batch["window_post"]
+        b = gather.shape[0]
+        pooled = cls_states.new_zeros(b, cls_states.shape[-1]).index_add_(0, owner, cls_states)
+        pooled = pooled / torch.bincount(owner, minlength=b).clamp(min=1).unsqueeze(-1).to(pooled.dtype)
+        logits = self.relation(self.dropout(pooled))  # [B, 2]
+        return logits, states[n:].reshape(*gather.shape, -1) if words else None
+
+    def relation_gate(self, logits: torch.Tensor) -> torch.Tensor:
+        """The gate r [B] of each post from its relation logits (`gate`)."""
+        gate = self.params.gate
+        if gate == "gumbel":
+            if self.training:
+                return F.gumbel_softmax(logits, tau=self.tau, hard=False)[:, 1]
+            return torch.softmax(logits / self.tau, -1)[:, 1]
+        pi = torch.softmax(logits, -1)[:, 1]
+        if gate == "hard":
+            return (pi > 0.5).to(pi.dtype) + pi - pi.detach()  # forward 0 / 1, gradient of pi
+        return pi
+
+    def relation_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Task#1 (Eq. 7): cross entropy of the relation logits against `relation` [B]."""
+        logits, _ = self.relation_pass({**batch, "_regions": self.visual(batch, self.encoder)})
+        return F.cross_entropy(logits, batch["relation"])
+
+    # -- compute --------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both passes: word states [B, W, H] after relation propagation, the relation logits [B, 2]
+        and the gate r [B]."""
+        regions = self.visual(batch, self.encoder)  # projected once, used by both passes
+        batch = {**batch, "_regions": regions}
+        output = self.params.propagation == "output"
+        logits, both = self.relation_pass(batch, words=output)
+        r = self.relation_gate(logits)
+        if output:
+            text = BertCRF.word_states(self, batch)  # the text alone: [B, W, H]
+            states = text + r[:, None, None].to(text.dtype) * (both - text)
+        else:
+            states = self.word_states({**batch, "_gate": r})
+        return states, logits, r
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        states, logits, r = self.encode(batch)
+        mask = batch["word_mask"]
+        if self.params.head == "bilstm-crf":
+            x = torch.cat([BiLSTMCRF.inputs(self, batch), self.dropout(states)], -1)  # type: ignore[arg-type]
+            states = BiLSTMCRF.contextualize(self, x, mask)  # type: ignore[arg-type]  # [B, W, 2 * lstm_hidden]
+        emissions = self.classifier(self.dropout(states))  # [B, W, L]
+        out = {"emissions": emissions, "word_mask": mask, "relation_logits": logits, "relation_gate": r}
+        if batch.get("tags") is not None:
+            out["loss"] = self.crf.loss(emissions, batch["tags"], mask)  # Task#2 (Eq. 9)
+        return out
+
+    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Tags and `relation_score` (pi_1, the probability that the image adds to the text; None for a
+        post without image)."""
+        out = self.forward({**batch, "tags": None})
+        tags = self.crf.decode(out["emissions"], out["word_mask"])
+        score = torch.softmax(out["relation_logits"].float(), -1)[:, 1].tolist()
+        has_image = self._has_image(batch).tolist()
+        return {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, has_image)]}
+
+    @staticmethod
+    def _has_image(batch: dict[str, Any]) -> torch.Tensor:
+        if "caption_tokens" in batch:
+            return batch["caption_tokens"].any(-1)
+        return batch["region_mask"].any(-1)
+
+    # -- multitask (Algorithm 1) --------------------------------------------------------------
+    def auxiliary_tasks(self, config: Config) -> list:
+        """The TRC task when `trc.enabled` (trained before MNER in every epoch)."""
+        trc = self.params.trc
+        if not trc.enabled:
+            return []
+        from mmner.train.module import AuxiliaryTask, PostDataset
+
+        posts, labels = trc_posts(trc, config)
+        visual = trc_visual(trc, config)
+        report = visual.scan(posts)  # visual.missing: error stops here, naming the tweet
+        log.info("TRC: %d tweets (%d image adds); visual input (%s): %s", len(posts), sum(labels),
+                 visual.detail, report.summary())
+
+        def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = self.collate(items)
+            batch["index"] = [item["index"] for item in items]
+            batch["relation"] = torch.tensor([labels[i] for i in batch["index"]], dtype=torch.long)
+            return batch
+
+        return [AuxiliaryTask("trc", PostDataset(posts, self, visual), collate, self.relation_loss, trc.batch_size)]
+
+
+def trc_posts(trc: TrcParams, config: Config) -> tuple[list[Post], list[int]]:
+    """The TRC training tweets as posts (image id = tweet id) and their `image_adds` labels."""
+    from mmner.data import datadir
+    from mmner.data.readers import read_trc, tokenize
+
+    path = Path(trc.data).expanduser()
+    if not path.exists():
+        path = datadir.data_dir(config.data.dir) / trc.data
+    records = read_trc(path)[: trc.train_rows]
+    folder = Path(trc.images).expanduser() if trc.images else None
+    if folder is not None and not folder.is_dir():
+        raise MmnerError(f"model.trc.images: {folder} is not a folder")
+    posts: list[Post] = []
+    for rec in records:
+        image = None
+        if folder is not None:
+            found = [folder / f"{rec.tweet_id}{s}" for s in (".jpg", ".jpeg", ".png") if (folder / f"{rec.tweet_id}{s}").is_file()]
+            image = str(found[0] if found else folder / f"{rec.tweet_id}.jpg")
+        posts.append(Post(f"trc-{rec.tweet_id}", tokenize(rec.text) or ["."], image_id=rec.tweet_id, image_path=image))
+    return posts, [rec.image_adds for rec in records]
+
+
+def trc_visual(trc: TrcParams, config: Config) -> VisualInputs:
+    """The TRC tweets' visual inputs, of the run's source: captions from `trc.captions`, images from
+    `trc.images` (checked by `resolve_params`)."""
+    from mmner.vision.captions import CaptionSource
+    from mmner.vision.inputs import VisualInputs
+
+    if config.visual.source == "caption":
+        return VisualInputs("caption", config.visual.missing, captions=CaptionSource.from_file(trc.captions))  # type: ignore[arg-type]
+    return VisualInputs.from_config(config.visual.model_copy(update={"cache": None}))

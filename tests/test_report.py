@@ -1,0 +1,185 @@
+"""`mmner report` and its parts: entity slices, paired bootstrap, train_fraction, the HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, tiny_config
+from mmner.analysis import slices
+from mmner.analysis.artifacts import read_attention, read_relation, write_post_outputs
+from mmner.analysis.bootstrap import Bootstrap
+from mmner.config import DataConfig, load_config
+from mmner.data.post import Post
+from mmner.errors import MmnerError
+from mmner.train.run import training_subset
+
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def _post(pid: str, pairs: list[tuple[str, str]]) -> Post:
+    return Post(pid, [t for t, _ in pairs], [g for _, g in pairs])
+
+
+def test_entity_slices_hand_built():
+    train = [
+        _post("t0", [("Obama", "B-PER"), ("in", "O"), ("Washington", "B-LOC")]),
+        _post("t1", [("George", "O"), ("washington", "B-PER"), ("said", "O")]),
+        _post("t2", [("Paris", "B-ORG"), ("wins", "O")]),
+    ]
+    test = _post("x0", [("obama", "B-PER"), ("and", "O"), ("Merkel", "B-PER"), ("in", "O"), ("Washington", "B-LOC"),
+                        (",", "O"), ("Paris", "B-LOC")])
+    # predictions: Obama right, Merkel missed, Washington with the wrong type, Paris right
+    pred = ["B-PER", "O", "O", "O", "B-PER", "O", "B-LOC"]
+    lexicon = slices.train_lexicon(train)
+    assert lexicon == {"obama": {"PER"}, "washington": {"LOC", "PER"}, "paris": {"ORG"}}
+    assert slices.entity_slices("obama", "PER", lexicon) == ["seen", "non-ambiguous"]
+    assert slices.entity_slices("merkel", "PER", lexicon) == ["unseen"]
+    assert slices.entity_slices("washington", "LOC", lexicon) == ["seen", "ambiguous"]
+    assert slices.entity_slices("paris", "LOC", lexicon) == ["unseen"]  # in training, but only as ORG
+
+    result = slices.slice_scores(slices.post_entities([test], [pred]), lexicon)
+    gold = {name: row["gold"] for name, row in result.items()}
+    assert gold == {"seen": 2, "unseen": 2, "ambiguous": 1, "non-ambiguous": 1}
+    # seen: gold Obama, Washington/LOC; predicted Obama, Washington/PER (seen as PER too) -> 1 of 2 each way
+    assert (result["seen"]["correct"], result["seen"]["pred"], result["seen"]["recall"]) == (1, 2, 50.0)
+    # unseen: gold Merkel, Paris/LOC; predicted Paris/LOC -> P 100, R 50
+    assert (result["unseen"]["precision"], result["unseen"]["recall"], result["unseen"]["f1"]) == (100.0, 50.0, 66.67)
+    assert (result["ambiguous"]["gold"], result["ambiguous"]["pred"], result["ambiguous"]["correct"]) == (1, 1, 0)
+    assert result["non-ambiguous"]["f1"] == 100.0
+
+
+def test_length_buckets_cover_every_post():
+    posts = [_post(f"p{n}", [("w", "O")] * n) for n in (1, 7, 8, 30, 90)]
+    scores = slices.length_scores(slices.post_entities(posts, [p.tags for p in posts]))
+    assert sum(row["posts"] for row in scores.values()) == 5
+    assert scores["1-7"]["posts"] == 2 and scores["25+"]["posts"] == 2
+
+
+def test_bootstrap_is_deterministic_and_paired():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 4, size=200)
+    base = np.stack([np.minimum(gold, rng.integers(0, 4, size=200)), gold, gold], axis=1)
+    better = np.stack([gold, gold, gold], axis=1)  # every entity right
+    a = Bootstrap(200, resamples=300, seed=5).compare(base, better)
+    b = Bootstrap(200, resamples=300, seed=5).compare(base, better)
+    assert a == b
+    assert a["delta"] > 0 and a["ci_low"] > 0 and a["p_value"] < 0.01
+    same = Bootstrap(200, resamples=300, seed=5).compare(base, base.copy())
+    assert same["delta"] == 0.0 and same["p_value"] == 1.0
+    assert not np.array_equal(Bootstrap(200, 50, seed=5).weights, Bootstrap(200, 50, seed=6).weights)
+
+
+def test_train_fraction_takes_a_seeded_nested_subset():
+    posts = [Post(f"p{i}", ["w"], ["O"]) for i in range(40)]
+    half = training_subset(posts, DataConfig(train_fraction=0.5), seed=3)
+    assert len(half) == 20 and half == training_subset(posts, DataConfig(train_fraction=0.5), seed=3)
+    assert [p.id for p in half] == sorted((p.id for p in half), key=lambda s: int(s[1:]))  # file order kept
+    assert half != training_subset(posts, DataConfig(train_fraction=0.5), seed=4)
+    quarter = training_subset(posts, DataConfig(train_fraction=0.25), seed=3)
+    assert {p.id for p in quarter} <= {p.id for p in half}
+    assert training_subset(posts, DataConfig(limit_train=10, train_fraction=0.5), seed=3) == \
+        training_subset(posts[:10], DataConfig(train_fraction=0.5), seed=3)
+    assert training_subset(posts, DataConfig(), seed=3) == posts
+    for bad in ("0", "1.5"):
+        with pytest.raises(MmnerError, match="data.train_fraction"):
+            load_config("configs/tiny.yaml", [f"data.train_fraction={bad}"])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_model_params, tiny_corpus) -> tuple[Path, Path]:
+    """Two one-epoch tiny bert-crf runs on the same test set: half and all of the training posts."""
+    from mmner.train.run import train
+
+    root = tmp_path_factory.mktemp("report-runs")
+    out = []
+    for name, fraction in (("half", 0.5), ("full", 1.0)):
+        base = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=1)
+        base["data"]["train_fraction"] = fraction
+        train(load_config(None, base=base), root / name, quiet=True)
+        out.append(root / name)
+    return out[0], out[1]
+
+
+def test_train_fraction_is_recorded(two_runs):
+    half, full = (json.loads((d / "metrics.json").read_text())["test"] for d in two_runs)
+    assert (half["train_fraction"], half["train_posts"]) == (0.5, 12)
+    assert (full["train_fraction"], full["train_posts"]) == (1.0, 24)
+
+
+def test_report_one_run(monkeypatch, capsys, tmp_path, two_runs):
+    out = tmp_path / "one" / "report.html"
+    code, _, err = run_cli(monkeypatch, capsys, "report", str(two_runs[1]), "--output", str(out),
+                                "--resamples", "200")
+    assert code == 0, err
+    page = out.read_text()
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert not EXTERNAL.search(page) and "http://" not in page and "https://" not in page
+    for section in ("scores", "entities", "length", "curves", "relation", "attention", "errors"):
+        assert f'id="{section}"' in page
+    assert page.count('<div class="runs">') == 8  # the run's identity heads the page and every section
+    assert "gives no relation score" in page and "gives no attention maps" in page
+    assert data["scores"]["runs"]["R1"]["f1"] == json.loads((two_runs[1] / "metrics.json").read_text())["test"]["f1"]
+    assert data["runs"][0]["seed"] == 7 and data["runs"][0]["visual_source"] == "none"
+    assert not data["curves"]["plotted"]
+    for p in data["errors"]["posts"]:
+        assert f'id="post-{p["id"]}"' in page
+
+
+def test_report_two_runs_side_by_side(tmp_path, two_runs):
+    from mmner.analysis.report import write_report
+
+    first = write_report(list(two_runs), tmp_path / "a.html", resamples=200, seed=1)
+    again = write_report(list(two_runs), tmp_path / "b.html", resamples=200, seed=1)
+    assert first[1].read_text() == again[1].read_text()  # deterministic, bootstrap included
+    data = json.loads(first[1].read_text())
+    diff = data["scores"]["differences"][0]
+    assert diff["paired"] and diff["run"] == "R2" and diff["baseline"] == "R1"
+    assert {"delta", "ci_low", "ci_high", "p_value"} <= set(diff["overall"])
+    assert set(diff["per_type"]) == set(data["scores"]["types"])
+    assert data["curves"]["plotted"] and {p["train_posts"] for p in data["curves"]["points"]} == {12, 24}
+    assert data["entity_slices"]["runs"]["R1"]["train_posts"] == 12
+    page = first[0].read_text()
+    assert "R2 F1" in page and "Δ F1 R2−R1" in page and "paired bootstrap" in page
+    assert not EXTERNAL.search(page)
+
+
+def test_report_relation_and_attention_files(tmp_path, two_runs):
+    """A run that carries relation scores and attention maps gets both sections drawn."""
+    from mmner.analysis.report import write_report
+    from mmner.analysis.runs import load
+
+    run = tmp_path / "rp"
+    shutil.copytree(two_runs[1], run, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors", "logs"))
+    posts = load(run, "R1").posts
+    extras = [{"relation_score": i / (len(posts) - 1), "attention": np.full(4, 0.1 * (i % 3)), "grid": [2, 2]}
+              for i in range(len(posts))]
+    written = write_post_outputs(run, "test", posts, extras)
+    assert [p.name for p in written] == ["test.relation.jsonl", "test.attention.jsonl"]
+    assert read_relation(written[0])[posts[-1].id] == 1.0
+    assert read_attention(written[1])[posts[0].id]["grid"] == [2, 2]
+
+    page_path, json_path = write_report([run], tmp_path / "rp.html", resamples=100)
+    data = json.loads(json_path.read_text())
+    rel = data["relation"]["runs"]["R1"]
+    assert rel["posts_scored"] == len(posts)
+    assert rel["image_adds"]["posts"] + rel["image_does_not_add"]["posts"] == len(posts)
+    assert rel["s_tv"]["posts"] == len(posts)
+    assert data["attention"]["runs"]["R1"]["shown"]
+    page = page_path.read_text()
+    assert 'alt="attention of R1"' in page and 'alt="r against S_TV"' in page
+    assert not EXTERNAL.search(page)
+
+    (run / "predictions" / "test.relation.jsonl").write_text('{"id": "test-0", "relation_score": 2}\n')
+    with pytest.raises(MmnerError, match=r"test.relation.jsonl:1: relation_score must be"):
+        write_report([run], tmp_path / "bad.html")
+
+
+def test_report_bad_input_is_one_line(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "report", str(tmp_path / "nope"), "--output", str(tmp_path / "r.html"))
+    assert code == 2 and "nope" in err and err.count("\n") == 1
