@@ -12,7 +12,7 @@ stopped after its request count or `--time-limit` seconds, whichever comes first
    the service micro-batches concurrent requests into shared model calls.
 3. `batch`: `--concurrency` clients sending `/v1/tag/batch` requests of `--posts-per-request` posts.
 
-Posts are the texts of Twitter-2017 test (from the data dir) or, without it, generated ones. Only
+Posts are the Twitter-2017 test texts with their BLIP-2 captions (from the data dir) or, without it, generated ones. Only
 loopback addresses are used, and the child server is stopped at the end.
 """
 
@@ -33,17 +33,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_texts(limit: int = 2000) -> tuple[list[str], str]:
+def load_posts(limit: int = 2000) -> tuple[list[dict], str]:
+    """Request bodies: Twitter-2017 test texts with their BLIP-2 captions (the visual input the
+    benchmarks use; a caption-free model ignores them), or generated posts without a data dir."""
     try:
         from mmner.data import datadir
+        from mmner.data.readers import read_blip2_captions
 
         posts = datadir.load_dataset(str(datadir.resolve("twitter2017:test")))
-        return [" ".join(p.tokens) for p in posts[:limit]], "twitter2017:test"
+        captions = read_blip2_captions(datadir.caption_file("twitter2017"))
     except Exception:  # noqa: BLE001 - no data dir: generated posts
         rng = random.Random(0)
         names, places = ["Obama", "Messi", "Adele", "Merkel"], ["Paris", "London", "New York", "Rome"]
-        return [f"RT @{rng.choice(names)}: visit {rng.choice(places)} today #{i} 🙌 https://t.co/{i}"
+        return [{"text": f"RT @{rng.choice(names)}: visit {rng.choice(places)} today #{i} 🙌 https://t.co/{i}"}
                 for i in range(limit)], "generated"
+    bodies = []
+    for p in posts[:limit]:
+        body = {"text": " ".join(p.tokens)}
+        caption = captions.get(p.image_id or "")
+        if caption and caption != datadir.BLANK_IMAGE_CAPTION:
+            body["caption"] = caption
+        bodies.append(body)
+    return bodies, "twitter2017:test with BLIP-2 captions"
 
 
 def free_port() -> int:
@@ -111,7 +122,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    texts, source = load_texts()
+    bodies, source = load_posts()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MMNER_LOG": "WARNING"}
@@ -139,11 +150,11 @@ def main() -> None:
         info = httpx.get(base + "/v1/model").json()
 
         def single(i: int):
-            return "/v1/tag", {"text": texts[i % len(texts)]}
+            return "/v1/tag", bodies[i % len(bodies)]
 
         def batch(i: int):
             k = args.posts_per_request
-            return "/v1/tag/batch", {"posts": [{"text": texts[(i * k + j) % len(texts)]} for j in range(k)]}
+            return "/v1/tag/batch", {"posts": [bodies[(i * k + j) % len(bodies)] for j in range(k)]}
 
         results = []
         for name, make, n, conc, per in (
