@@ -125,6 +125,7 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
         "fusion-vam": {"name": "fusion-vam", **bert, "attention_dim": 16},
         "umt": {"name": "umt", **bert, "heads": 2},
         "rpbert": {"name": "rpbert", **bert, "max_regions": 64, "dropout": 0.1},
+        "rgcn": {"name": "rgcn", **bert, "neighbors": 3, "index_cache": False},  # no shared cache in $HOME
         "visualbert-crf": {"name": "visualbert-crf", **bert, "max_regions": 64},
     }
 
@@ -138,6 +139,7 @@ TINY_SOURCES = {
     "fusion-vam": ["caption"],
     "umt": ["caption"],
     "rpbert": ["caption"],
+    "rgcn": ["caption", "grid"],
     "visualbert-crf": ["caption", "grid"],
 }
 # Image ids of the tiny corpus without a usable caption (blank-image caption, no entry): masked.

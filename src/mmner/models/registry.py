@@ -23,6 +23,7 @@ _BUILTIN = {
     "fusion-vam": "mmner.models.fusion",
     "umt": "mmner.models.umt",
     "rpbert": "mmner.models.rpbert",
+    "rgcn": "mmner.models.rgcn",
     "visualbert-crf": "mmner.models.visualbert_crf",
 }
 

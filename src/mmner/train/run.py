@@ -225,6 +225,9 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         model = cls.load(params, labels, run_dir)
     else:
         model = cls.create(params, labels, posts["train"])
+        build_index = getattr(model, "build_index", None)  # models that retrieve from the training posts (rgcn)
+        if build_index is not None:  # the training posts only: valid and test posts never enter an index
+            build_index(posts["train"], inputs["train"], device=_device())
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
         labels.save(run_dir / "labels.json")
