@@ -22,15 +22,13 @@ to show how retrieval grows with the collection.
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from baselines import ROOT, _mean_std, collect, run
+from compare import Benchmark, Reference, main, variant_of
 
 # config prefix -> its row in Zhao et al. (Table 1 for bert-crf and R-GCN, Table 2 for the ablations)
 VARIANTS = {
@@ -44,18 +42,7 @@ PAPER_F1 = {
     "twitter2015": {"bert-crf": 71.81, "rgcn": 75.00, "rgcn-inter-only": 74.29, "rgcn-intra-only": 74.05},
     "twitter2017": {"bert-crf": 83.44, "rgcn": 87.11, "rgcn-inter-only": 86.22, "rgcn-intra-only": 86.17},
 }
-ENCODERS = {"minilm": "minilm-l6", "mpnet": "mpnet-base"}
-DATASETS = ("twitter2015", "twitter2017")
 SCALE_SIZES = (4_000, 40_000, 400_000, 2_000_000)
-
-
-def config_names(encoders: list[str]) -> list[str]:
-    return [f"{variant}-{enc}-{ds}" for enc in encoders for ds in DATASETS for variant in VARIANTS]
-
-
-def variant_of(run_name: str) -> str:
-    """`rgcn-inter-only-minilm-twitter2017-s13` -> `rgcn-inter-only` (the config name minus encoder, dataset, seed)."""
-    return re.sub(r"-s\d+$", "", run_name).rsplit("-", 2)[0]
 
 
 def _device():
@@ -125,20 +112,42 @@ def scale(output: Path, dim: int = 768, k: int = 5, batch: int = 64, queries: in
     return rows
 
 
-def table(runs_dir: Path, output: Path) -> None:
-    records = [{**r, "row": variant_of(r["run"])} for r in collect(runs_dir)]
-    records = [r for r in records if r["row"] in VARIANTS and r.get("model") in ("rgcn", "bert-crf")
-               and r.get("encoder") in ENCODERS.values() and r["dataset"].split(":")[0] in DATASETS]
+def _add_index(records: list[dict], runs_dir: Path) -> None:
     for r in records:
         if r["model"] == "rgcn":
             r.update(index_record(runs_dir / r["run"]) or {})
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        key = (r["dataset"].split(":")[0], r["encoder"], r["row"], r["visual_source"], r.get("visual_detail", ""))
-        groups.setdefault(key, []).append(r)
-    lines = [
-        "# R-GCN: relation-enhanced graph convolutional network",
-        "",
+
+
+def _index_cell(rs: list[dict]) -> str:
+    indexed = [r for r in rs if r.get("index_posts") is not None]
+    if not indexed:
+        return "–"
+    return f"{indexed[0]['index_posts']}, " + ", ".join(f"{r['index_build_seconds']:.1f}" for r in indexed)
+
+
+def _retrieval_cell(rs: list[dict]) -> str:
+    indexed = [r for r in rs if r.get("index_posts") is not None]
+    if not indexed:
+        return "–"
+    return f"{statistics.mean(r['retrieval_ms_per_post'] for r in indexed):.4f} ({indexed[0]['retrieval_device']})"
+
+
+def _scale_section(output: Path) -> list[str]:
+    scale_file = output.parent / "rgcn_scale.json"
+    if not scale_file.is_file():
+        return []
+    lines = ["", "## Retrieval time vs collection size (`benchmarks/rgcn.py scale`)", "",
+             "Exact top-5 cosine search, random unit vectors, 64 queries per batch.", "",
+             "| collection | dim | ms / post | device |", "|---|---|---|---|"]
+    return lines + [f"| {r['collection']} | {r['dim']} | {r['ms_per_post']:.4f} | {r['device']} |"
+                    for r in json.loads(scale_file.read_text())]
+
+
+SPEC = Benchmark(
+    name="rgcn",
+    doc=__doc__,
+    title="R-GCN: relation-enhanced graph convolutional network",
+    intro=[
         "Made by `benchmarks/rgcn.py` from the run directories under `runs/bench` (one per config and seed).",
         "Test split, entity-level F1 in conlleval mode at the word level (first sub-token), epoch selected on",
         "valid F1, mean ± std over seeds. Dataset variant: UMT release of Twitter-2015/2017. Every row of a table",
@@ -151,85 +160,19 @@ def table(runs_dir: Path, output: Path) -> None:
         "search per post and graph, measured on the device given when this table was made.",
         "Paper: Zhao et al. 2022, Tables 1 and 2 (BERT-base, features of the images themselves): a reference",
         "point, not the same setting.",
-    ]
-
-    def mean_f1(ds: str, enc: str, variant: str, visual: str) -> float | None:
-        rs = [r for k, v in groups.items() if k[:4] == (ds, enc, variant, visual) for r in v]
-        return statistics.mean(r["f1"] for r in rs) if rs else None
-
-    order = list(VARIANTS)
-    for ds in DATASETS:
-        for enc in ENCODERS.values():
-            keys = sorted((k for k in groups if k[0] == ds and k[1] == enc), key=lambda k: (order.index(k[2]), k[3]))
-            if not keys:
-                continue
-            base, full = mean_f1(ds, enc, "bert-crf", "none"), mean_f1(ds, enc, "rgcn", "caption")
-            lines += [
-                "", f"## {ds}, {enc}", "",
-                ("| config | Zhao et al. | visual | seeds | test F1 | Δ | Δ R-GCN | P | R | masked | gold entities "
-                 "| paper F1 | index posts, build s | retrieval ms / post | epochs (best) | s / epoch | device |"),
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-            ]
-            for key in keys:
-                rs = sorted(groups[key], key=lambda r: r["seed"])
-                f1 = statistics.mean(r["f1"] for r in rs)
-                paper = PAPER_F1[ds].get(key[2])
-                indexed = [r for r in rs if r.get("index_posts") is not None]
-                lines.append(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                        key[2], VARIANTS[key[2]], key[3], ", ".join(str(r["seed"]) for r in rs),
-                        _mean_std([r["f1"] for r in rs]),
-                        f"{f1 - base:+.2f}" if base is not None else "–",
-                        f"{f1 - full:+.2f}" if full is not None else "–",
-                        _mean_std([r["precision"] for r in rs]), _mean_std([r["recall"] for r in rs]),
-                        rs[0].get("masked_images", 0), rs[0]["gold_entities"],
-                        f"{paper:.2f}" if paper is not None else "–",
-                        (f"{indexed[0]['index_posts']}, " + ", ".join(f"{r['index_build_seconds']:.1f}" for r in indexed))
-                        if indexed else "–",
-                        (f"{statistics.mean(r['retrieval_ms_per_post'] for r in indexed):.4f} "
-                         f"({indexed[0]['retrieval_device']})") if indexed else "–",
-                        ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
-                        ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs), ", ".join(sorted({r["device"] for r in rs})),
-                    )
-                )
-    scale_file = output.parent / "rgcn_scale.json"
-    if scale_file.is_file():
-        lines += ["", "## Retrieval time vs collection size (`benchmarks/rgcn.py scale`)", "",
-                  "Exact top-5 cosine search, random unit vectors, 64 queries per batch.", "",
-                  "| collection | dim | ms / post | device |", "|---|---|---|---|"]
-        lines += [f"| {r['collection']} | {r['dim']} | {r['ms_per_post']:.4f} | {r['device']} |"
-                  for r in json.loads(scale_file.read_text())]
-    details = sorted({r["visual_detail"] for r in records if r.get("visual_detail") and r["visual_source"] != "none"})
-    if details:
-        lines += ["", "Visual inputs:", ""] + [f"- {d}" for d in details]
-    lines += ["", "Per run (git commit of the code that trained it):", ""]
-    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, visual {r['visual_source']}, "
-              f"{r['train_seconds']:.0f} s, commit {r['git_commit']}" for r in records]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(lines) + "\n")
-    output.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {output} ({len(records)} runs)")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "scale", "table"])
-    parser.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
-    parser.add_argument("--configs", nargs="+", help="config names (default: every variant x --encoders x dataset)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "rgcn.md")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
-    args = parser.parse_args(argv)
-    from mmner.cli import _setup_logging
-
-    _setup_logging()
-    if args.command == "run":
-        run(args.configs or config_names(args.encoders), args.seeds, args.runs_dir, args.overrides)
-    if args.command == "scale":
-        scale(args.output.parent / "rgcn_scale.json")
-    table(args.runs_dir, args.output)
-
+    ],
+    row_columns=("config", "Zhao et al."),
+    variants=VARIANTS,
+    paper_f1=PAPER_F1,
+    models=("rgcn", "bert-crf"),
+    row_of=lambda r: variant_of(r["run"]),
+    references=(Reference("Δ", row="bert-crf", visual="none"), Reference("Δ R-GCN", row="rgcn", visual="caption")),
+    record_row=True,
+    prepare=_add_index,
+    extra_columns=(("index posts, build s", _index_cell), ("retrieval ms / post", _retrieval_cell)),
+    sections=_scale_section,
+    commands={"scale": lambda args: scale(args.output.parent / "rgcn_scale.json")},
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(SPEC))

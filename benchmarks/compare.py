@@ -1,0 +1,175 @@
+"""Shared table and command line of the model-comparison benchmarks (chen.py, umt.py, rpbert.py, rgcn.py).
+
+Each of those scripts is a `Benchmark` spec (which runs are its rows, what the paper reported, which
+reference rows every row is compared with, any columns of its own) and `main(SPEC)`. The table: runs of
+runs/bench (`baselines.collect`) grouped by dataset, encoder, row (model or config variant) and visual
+source, one section per dataset and encoder, mean ± std over seeds, Δ against the references, the paper's
+F1, epochs / s per epoch / device, then the visual inputs and one line per run with its git commit;
+written as <output>.md and <output>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from baselines import ROOT, _mean_std, collect, run
+
+ENCODERS = {"minilm": "minilm-l6", "mpnet": "mpnet-base"}
+DATASETS = ("twitter2015", "twitter2017")
+
+
+def variant_of(run_name: str) -> str:
+    """`umt-no-gate-minilm-twitter2017-s13` -> `umt-no-gate` (the config name minus encoder, dataset, seed)."""
+    return re.sub(r"-s\d+$", "", run_name).rsplit("-", 2)[0]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A "Δ" column: each row's mean F1 minus that of the reference runs of the same dataset and encoder.
+
+    `row`: the benchmark's own runs of that row ("Δ vs variant X"); `model`: any collected run of that
+    registry model, in this benchmark or not ("Δ vs model X"). `visual`: the reference's visual source
+    (None: the same as the row's). The reference F1 is the mean over every matching run (all seeds).
+    """
+
+    column: str
+    row: str | None = None
+    model: str | None = None
+    visual: str | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # benchmarks/<name>.py, docs/results/<name>.md
+    doc: str  # the script's docstring: its --help
+    title: str  # the table's "# " heading
+    intro: list[str]  # the lines under the heading
+    row_columns: tuple[str, ...]  # the row's name, then one header per label cell
+    variants: dict[str, str | tuple[str, ...]]  # row -> its label cell(s), e.g. its name in the paper
+    paper_f1: dict[str, dict[str, float]]  # dataset -> row -> F1 reported in the paper ("–" where absent)
+    models: tuple[str, ...]  # registry models whose runs can be rows
+    row_of: Callable[[dict], str | None]  # a run's row (None or not in `variants`: not in this benchmark)
+    references: tuple[Reference, ...] = ()
+    config_prefix: str = ""  # config name: <prefix><row>-<encoder>-<dataset>
+    row_noun: str = "variant"  # for --help
+    paper_format: str = ".2f"
+    record_row: bool = False  # the JSON records carry their row ("row")
+    prepare: Callable[[list[dict], Path], None] | None = None  # adds fields to the records, in place
+    extra_columns: tuple[tuple[str, Callable[[list[dict]], str]], ...] = ()  # after "paper F1"
+    sections: Callable[[Path], list[str]] | None = None  # more lines after the tables (output path)
+    commands: dict[str, Callable[[argparse.Namespace], None]] = field(default_factory=dict)  # besides run, table
+
+    def config_names(self, encoders: Iterable[str]) -> list[str]:
+        return [f"{self.config_prefix}{row}-{enc}-{ds}" for enc in encoders for ds in DATASETS for row in self.variants]
+
+    def records(self, everything: list[dict]) -> list[dict]:
+        """The runs that are rows of this benchmark, in run-name order."""
+        out = []
+        for r in everything:
+            row = self.row_of(r)
+            if (row in self.variants and r.get("model") in self.models and r.get("encoder") in ENCODERS.values()
+                    and _dataset(r) in DATASETS):
+                out.append({**r, "row": row} if self.record_row else r)
+        return out
+
+
+def _dataset(record: dict) -> str:
+    return record["dataset"].split(":")[0]
+
+
+def _cells(label: str | tuple[str, ...]) -> list[str]:
+    return [label] if isinstance(label, str) else list(label)
+
+
+def _reference_f1(ref: Reference, row_visual: str, ds: str, enc: str, groups: dict[tuple, list[dict]],
+                  everything: list[dict]) -> float | None:
+    visual = row_visual if ref.visual is None else ref.visual
+    if ref.model is not None:
+        f1 = [r["f1"] for r in everything if _dataset(r) == ds and r.get("encoder") == enc
+              and r.get("model") == ref.model and r.get("visual_source") == visual]
+        return statistics.mean(f1) if f1 else None
+    matching = [rs for key, rs in groups.items() if key[:4] == (ds, enc, ref.row, visual)]
+    f1 = [r["f1"] for rs in matching for r in rs]
+    return statistics.mean(f1) if f1 else None
+
+
+def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
+    everything = collect(runs_dir)
+    records = spec.records(everything)
+    if spec.prepare is not None:
+        spec.prepare(records, runs_dir)
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        # text-only runs have no visual detail to tell apart (older runs lack the field, newer say "text only")
+        detail = r.get("visual_detail", "") if r["visual_source"] != "none" else ""
+        key = (_dataset(r), r["encoder"], spec.row_of(r), r["visual_source"], detail)
+        groups.setdefault(key, []).append(r)
+    lines = [f"# {spec.title}", "", *spec.intro]
+    columns = [*spec.row_columns, "visual", "seeds", "test F1", *(ref.column for ref in spec.references), "P", "R",
+               "masked", "gold entities", "paper F1", *(header for header, _ in spec.extra_columns),
+               "epochs (best)", "s / epoch", "device"]
+    order = list(spec.variants)
+    for ds in DATASETS:
+        for enc in ENCODERS.values():
+            keys = sorted((k for k in groups if k[0] == ds and k[1] == enc), key=lambda k: (order.index(k[2]), k[3]))
+            if not keys:
+                continue
+            lines += ["", f"## {ds}, {enc}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            for key in keys:
+                rs = sorted(groups[key], key=lambda r: r["seed"])
+                f1 = statistics.mean(r["f1"] for r in rs)
+                deltas = []
+                for ref in spec.references:
+                    other = _reference_f1(ref, key[3], ds, enc, groups, everything)
+                    deltas.append(f"{f1 - other:+.2f}" if other is not None else "–")
+                paper = spec.paper_f1[ds].get(key[2])
+                cells = [
+                    key[2], *_cells(spec.variants[key[2]]), key[3], ", ".join(str(r["seed"]) for r in rs),
+                    _mean_std([r["f1"] for r in rs]), *deltas,
+                    _mean_std([r["precision"] for r in rs]), _mean_std([r["recall"] for r in rs]),
+                    rs[0].get("masked_images", 0), rs[0]["gold_entities"],
+                    format(paper, spec.paper_format) if paper is not None else "–",
+                    *(cell(rs) for _, cell in spec.extra_columns),
+                    ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
+                    ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs), ", ".join(sorted({r["device"] for r in rs})),
+                ]
+                lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if spec.sections is not None:
+        lines += spec.sections(output)
+    details = sorted({r["visual_detail"] for r in records if r.get("visual_detail") and r["visual_source"] != "none"})
+    if details:
+        lines += ["", "Visual inputs:", ""] + [f"- {d}" for d in details]
+    lines += ["", "Per run (git commit of the code that trained it):", ""]
+    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, visual {r['visual_source']}, "
+              f"{r['train_seconds']:.0f} s, commit {r['git_commit']}" for r in records]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    output.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
+    print(f"wrote {output} ({len(records)} runs)")
+
+
+def main(spec: Benchmark, argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=spec.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", *spec.commands, "table"])
+    parser.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
+    parser.add_argument("--configs", nargs="+",
+                        help=f"config names (default: every {spec.row_noun} x --encoders x dataset)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / f"{spec.name}.md")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    args = parser.parse_args(argv)
+    from mmner.cli import _setup_logging
+
+    _setup_logging()
+    if args.command == "run":
+        run(args.configs or spec.config_names(args.encoders), args.seeds, args.runs_dir, args.overrides)
+    if args.command in spec.commands:
+        spec.commands[args.command](args)
+    table(spec, args.runs_dir, args.output)
