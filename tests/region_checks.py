@@ -14,6 +14,15 @@ def grid_batch(model, regions: list[torch.Tensor | None], posts: list[Post]) -> 
     return model.collate([model.featurize(p, v) for p, v in zip(posts, visual)])
 
 
+def source_batch(model, source: str, posts: list[Post], dim: int) -> dict:
+    """A two-post batch for `source`: `grid` gives both posts regions of width `dim`; `caption` gives the
+    first a caption and the second no image."""
+    if source == "grid":
+        return grid_batch(model, [torch.randn(3, dim), torch.randn(2, dim)], posts)
+    visual = [VisualInput(caption="a man with a phone"), VisualInput(problem="no image")]
+    return model.collate([model.featurize(p, v) for p, v in zip(posts, visual)])
+
+
 def pad_regions(batch: dict, extra: int) -> dict:
     """The same batch with `extra` masked (padding) regions of random content after the real ones."""
     b, _, d = batch["regions"].shape

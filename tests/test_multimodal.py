@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from region_checks import assert_masked_regions_inert, grid_batch
+from region_checks import assert_masked_regions_inert, grid_batch, source_batch
 
 from conftest import SHARED_DATA, tiny_config
 from mmner.config import load_config
@@ -53,11 +53,7 @@ def test_masked_regions_have_no_effect(name, tiny_model_params):
 @pytest.mark.parametrize("source", ["grid", "caption"])
 def test_gradient_reaches_the_visual_projection(name, source, tiny_model_params):
     model = build(name, tiny_model_params, **({"visual_dim": D} if source == "grid" else {})).train()
-    if source == "grid":
-        batch = grid_batch(model, [torch.randn(3, D), torch.randn(2, D)], POSTS)
-    else:
-        visual = [VisualInput(caption="a man with a phone"), VisualInput(problem="no image")]
-        batch = model.collate([model.featurize(p, v) for p, v in zip(POSTS, visual)])
+    batch = source_batch(model, source, POSTS, D)
     model(batch)["loss"].backward()
     grad = model.visual.proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0

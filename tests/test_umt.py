@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from region_checks import assert_masked_regions_inert, grid_batch
+from region_checks import assert_masked_regions_inert, grid_batch, source_batch
 
 from mmner.config import load_config
 from mmner.data.post import Post
@@ -162,11 +162,7 @@ def test_output_does_not_depend_on_the_batch(tiny_model_params):
 @pytest.mark.parametrize("source", ["grid", "caption"])
 def test_gradient_reaches_visual_projection_gate_and_conversion(source, tiny_model_params):
     model = build(tiny_model_params, **({"visual_dim": D} if source == "grid" else {})).train()
-    if source == "grid":
-        batch = grid_batch(model, [torch.randn(3, D), torch.randn(2, D)], POSTS)
-    else:
-        visual = [VisualInput(caption="a man with a phone"), VisualInput(problem="no image")]
-        batch = model.collate([model.featurize(p, v) for p, v in zip(POSTS, visual)])
+    batch = source_batch(model, source, POSTS, D)
     model(batch)["loss"].backward()
     for param in (model.visual.proj.weight, model.gate_a.weight, model.gate_q.weight, model.conversion,
                   model.span_classifier.weight, model.coupled[0].attention.in_proj_weight):

@@ -56,28 +56,21 @@ def _plain(value: Any) -> Any:
 def write_post_outputs(run_dir: str | Path, split: str, posts: Sequence[Post],
                        extras: Sequence[dict[str, Any]]) -> list[Path]:
     """Write the relation and attention files of a split from `predict_tags` extras; returns the files written."""
-    written: list[Path] = []
     rows = list(zip(posts, extras))
-    if any("relation_score" in e for _, e in rows):
-        path = relation_path(run_dir, split)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as fh:
-            for post, e in rows:
-                if "relation_score" in e:
-                    fh.write(json.dumps({"id": post.id, "relation_score": float(_plain(e["relation_score"]))}) + "\n")
-        written.append(path)
-    if any("attention" in e for _, e in rows):
-        path = attention_path(run_dir, split)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as fh:
-            for post, e in rows:
-                if "attention" in e:
-                    record = {"id": post.id, "attention": [float(x) for x in _plain(e["attention"])]}
-                    for key in ("grid", "regions"):
-                        if e.get(key) is not None:
-                            record[key] = _plain(e[key])
-                    fh.write(json.dumps(record) + "\n")
-        written.append(path)
+    relation = [{"id": post.id, "relation_score": float(_plain(e["relation_score"]))}
+                for post, e in rows if "relation_score" in e]
+    attention = []
+    for post, e in rows:
+        if "attention" in e:
+            record = {"id": post.id, "attention": [float(x) for x in _plain(e["attention"])]}
+            record.update({key: _plain(e[key]) for key in ("grid", "regions") if e.get(key) is not None})
+            attention.append(record)
+    written: list[Path] = []
+    for path, records in ((relation_path(run_dir, split), relation), (attention_path(run_dir, split), attention)):
+        if records:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+            written.append(path)
     return written
 
 
