@@ -125,24 +125,32 @@ def test_tagger_inputs(tagger, tmp_path):
 
 
 def test_models_with_a_relation_score(tagger):
-    """A model that implements `predict(batch)` adds its extras (relation score, region attention)."""
+    """A model's `predict(batch)` extras reach the records: the relation score as it is, the region
+    attention as `weights` + region `labels`, and each entity's own map (the sum over its words)."""
     import torch
 
     model = tagger.model
+    assert not tagger.has_relation_score and not tagger.has_region_attention
 
     def predict(batch):
         tags = model.decode(batch)
+        tags = [[model.labels.index["B-LOC"]] + row[1:] for row in tags]  # every post opens with an entity
         n = len(tags)
-        return {"tags": tags, "relation_score": torch.full((n,), 0.25), "attention": torch.ones(n, 4) / 4}
+        words = [[[0.1, 0.2]] + [[0.0, 0.5]] * (len(row) - 1) for row in tags]
+        attention = [{"weights": [round(sum(r[j] for r in w), 6) for j in range(2)], "words": w,
+                      "labels": ["a", "man"]} for w in words]
+        return {"tags": tags, "relation_score": torch.full((n,), 0.25), "attention": attention}
 
-    model.predict = predict
+    model.predict, model.relation_score, model.region_attention = predict, True, True
     try:
-        assert tagger.has_relation_score
+        assert tagger.has_relation_score and tagger.has_region_attention
         result = tagger("visit Paris today")
-        assert result["relation_score"] == 0.25 and result["attention"] == [0.25] * 4
+        assert result["relation_score"] == 0.25
+        assert result["attention"] == {"weights": [0.1, 1.2], "labels": ["a", "man"]}
+        assert result["entities"][0]["type"] == "LOC" and result["entities"][0]["attention"] == [0.1, 0.2]
         assert [r["relation_score"] for r in tagger.batch(["a", "b", "c"])] == [0.25] * 3
     finally:
-        del model.predict
+        del model.predict, model.relation_score, model.region_attention
 
 
 def test_info(tagger):

@@ -11,6 +11,8 @@ import json
 import pytest
 
 from conftest import TINY_SOURCES, UNCAPTIONED, tiny_config
+from mmner.analysis.artifacts import attention_path, read_attention, read_relation, relation_path
+from mmner.api import entity_records
 from mmner.config import load_config
 from mmner.data.readers import read_conll
 from mmner.models import registry
@@ -54,6 +56,21 @@ def test_train_save_load_predict(name, source, tiny_model_params, tiny_visual, t
     written = read_conll(run_dir / "predictions" / "test.conll")
     assert [p.tags for p in written] == tags
     assert all(len(t) == len(p.tokens) for t, p in zip(tags, posts))
+
+    # What the model computes besides tags is written next to the predictions, one line per post with an image.
+    with_image = sum(1 for p in posts if p.image_id not in UNCAPTIONED) if source == "caption" else len(posts)
+    relation, attention = relation_path(run_dir), attention_path(run_dir)
+    assert relation.is_file() == model.relation_score
+    assert attention.is_file() == model.region_attention
+    if model.relation_score:
+        assert len(read_relation(relation)) == with_image and test["relation"]["posts"] == with_image
+    if model.region_attention:
+        maps = read_attention(attention)
+        assert len(maps) == with_image and test["attention"]["posts"] == with_image
+        for pid, m in maps.items():
+            post = next(p for p in posts if p.id == pid)
+            predicted = [(e["start"], e["end"]) for e in entity_records(post.tokens, written[posts.index(post)].tags)]
+            assert [(e["start"], e["end"]) for e in m["entities"]] == predicted
 
 
 @pytest.mark.parametrize("name, source", CASES)

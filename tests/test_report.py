@@ -157,12 +157,18 @@ def test_report_relation_and_attention_files(tmp_path, two_runs):
     run = tmp_path / "rp"
     shutil.copytree(two_runs[1], run, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors", "logs"))
     posts = load(run, "R1").posts
-    extras = [{"relation_score": i / (len(posts) - 1), "attention": np.full(4, 0.1 * (i % 3)), "grid": [2, 2]}
-              for i in range(len(posts))]
-    written = write_post_outputs(run, "test", posts, extras)
+    extras = []
+    for i, post in enumerate(posts):
+        words = [[0.1 * (i % 3)] * 4 for _ in post.tokens]  # per word and region, as models.blocks.attention_rows
+        extras.append({"relation_score": i / (len(posts) - 1),
+                       "attention": {"weights": np.sum(words, axis=0), "words": words, "grid": [2, 2]}})
+    written = write_post_outputs(run, "test", posts, extras, [p.tags for p in posts])
     assert [p.name for p in written] == ["test.relation.jsonl", "test.attention.jsonl"]
     assert read_relation(written[0])[posts[-1].id] == 1.0
-    assert read_attention(written[1])[posts[0].id]["grid"] == [2, 2]
+    maps = read_attention(written[1])
+    assert maps[posts[0].id]["grid"] == [2, 2]
+    gold = [slices.post_entities([p], [p.tags])[0].gold for p in posts]
+    assert [{(x["type"], x["start"], x["end"]) for x in maps[p.id]["entities"]} for p in posts] == gold
 
     page_path, json_path = write_report([run], tmp_path / "rp.html", resamples=100)
     data = json.loads(json_path.read_text())
@@ -170,9 +176,12 @@ def test_report_relation_and_attention_files(tmp_path, two_runs):
     assert rel["posts_scored"] == len(posts)
     assert rel["image_adds"]["posts"] + rel["image_does_not_add"]["posts"] == len(posts)
     assert rel["s_tv"]["posts"] == len(posts)
-    assert data["attention"]["runs"]["R1"]["shown"]
+    att = data["attention"]["runs"]["R1"]
+    assert att["shown"] and att["entity_maps"] == sum(len(g) for g in gold)
     page = page_path.read_text()
     assert 'alt="attention of R1"' in page and 'alt="r against S_TV"' in page
+    entity_panel = next(p for p in att["panels"] if p["entity"])
+    assert entity_panel["title"] in page and f"({entity_panel['entity']['type']})" in entity_panel["title"]
     assert not EXTERNAL.search(page)
 
     (run / "predictions" / "test.relation.jsonl").write_text('{"id": "test-0", "relation_score": 2}\n')

@@ -160,6 +160,16 @@ def _to_python(value: Any) -> Any:
     return value
 
 
+def _public_attention(att: Mapping[str, Any], entities: list[dict[str, Any]]) -> dict[str, Any]:
+    """A model's region attention as output: `weights` (one per visual region: the attention of all
+    the post's words to it), `grid` [rows, cols] for image regions or `labels` naming caption regions;
+    each entity record gets its own `attention` (the sum over its words)."""
+    words = att["words"]
+    for e in entities:
+        e["attention"] = [round(sum(row[j] for row in words[e["start"]:e["end"]]), 6) for j in range(len(att["weights"]))]
+    return {key: att[key] for key in ("weights", "grid", "labels") if att.get(key) is not None}
+
+
 def post_record(post: Post, tags: list[str], extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The output record of a tagged post (DESIGN §1), with the input's own extra keys kept."""
     text = post.meta.get("text")
@@ -173,6 +183,10 @@ def post_record(post: Post, tags: list[str], extras: Mapping[str, Any] | None = 
     if post.caption is not None:
         record["caption"] = post.caption
     for key, value in (extras or {}).items():
+        if key == "attention":
+            if value:
+                record["attention"] = _public_attention(value, record["entities"])
+            continue
         record[key] = _to_python(value)
     for key, value in post.meta.items():
         if key not in ("text", "line", "image_is_temporary") and key not in record:
@@ -312,7 +326,11 @@ class Tagger:
 
     @property
     def has_relation_score(self) -> bool:
-        return hasattr(self.model, "predict")
+        return bool(self.model.relation_score)
+
+    @property
+    def has_region_attention(self) -> bool:
+        return bool(self.model.region_attention)
 
     def info(self) -> dict[str, Any]:
         """Model name, encoder, visual input, labels and the run's training metrics (metrics.json)."""

@@ -16,6 +16,13 @@ posts may be missing (they are left out of the section, and the count is shown).
     non-negative weights are drawn; S_TV of eq. (10) is their sum).
     grid (optional): [rows, cols] when the regions are an image grid (7x7 CNN features, row-major);
     without it the regions are a sequence (e.g. caption tokens), named by `regions` (optional).
+    entities (optional): the post's PREDICTED entities, each with its own attention map:
+        "entities": [{"start": 3, "end": 5, "type": "PER", "text": "Kevin Love", "attention": [0.02, ...]}]
+        start, end: word offsets into the post's tokens, end exclusive (0 <= start < end <= tokens);
+        type: the entity type; text (optional): its words joined by spaces (the report takes them from
+        the post when absent); attention: one non-negative weight per region, the same R regions as
+        the post's `attention`: the attention from the entity's words to region j, summed over those
+        words and averaged over layers and heads (the entity's S_TV is their sum). Absent = [].
 
 `write_post_outputs` writes both from `predict_tags(..., extras=...)`, whose rows carry
 `relation_score` and `attention` for models that compute them.
@@ -54,24 +61,53 @@ def _plain(value: Any) -> Any:
 
 
 def write_post_outputs(run_dir: str | Path, split: str, posts: Sequence[Post],
-                       extras: Sequence[dict[str, Any]]) -> list[Path]:
-    """Write the relation and attention files of a split from `predict_tags` extras; returns the files written."""
-    rows = list(zip(posts, extras))
-    relation = [{"id": post.id, "relation_score": float(_plain(e["relation_score"]))}
-                for post, e in rows if "relation_score" in e]
-    attention = []
-    for post, e in rows:
-        if "attention" in e:
-            record = {"id": post.id, "attention": [float(x) for x in _plain(e["attention"])]}
-            record.update({key: _plain(e[key]) for key in ("grid", "regions") if e.get(key) is not None})
-            attention.append(record)
+                       extras: Sequence[dict[str, Any]], tags: Sequence[Sequence[str]]) -> list[Path]:
+    """Write `predictions/<split>.relation.jsonl` and `.attention.jsonl` of a run directory from
+    `predict_tags` extras and the predicted tags; returns the files written (none for a model that
+    computes neither)."""
+    return write_post_files(Path(run_dir) / "predictions" / split, posts, extras, tags)
+
+
+def write_post_files(stem: str | Path, posts: Sequence[Post], extras: Sequence[dict[str, Any]],
+                     tags: Sequence[Sequence[str]]) -> list[Path]:
+    """`<stem>.relation.jsonl` and `<stem>.attention.jsonl` (the formats above). An extras row's
+    `attention` is `models.blocks.attention_rows`' entry (None: post without image): its `words`
+    matrix gives each predicted entity's map, the sum of its words' rows."""
+    stem = Path(stem)
+    relation, attention = [], []
+    for post, e, post_tags in zip(posts, extras, tags):
+        if e.get("relation_score") is not None:
+            relation.append({"id": post.id, "relation_score": float(_plain(e["relation_score"]))})
+        att = e.get("attention")
+        if att:
+            attention.append({"id": post.id, **attention_record(post.tokens, post_tags, att)})
     written: list[Path] = []
-    for path, records in ((relation_path(run_dir, split), relation), (attention_path(run_dir, split), attention)):
+    for path, records in ((stem.with_name(stem.name + RELATION_SUFFIX), relation),
+                          (stem.with_name(stem.name + ATTENTION_SUFFIX), attention)):
         if records:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
             written.append(path)
     return written
+
+
+def attention_record(tokens: Sequence[str], tags: Sequence[str], att: dict[str, Any]) -> dict[str, Any]:
+    """A post's attention entry (`weights`, `words`, `grid` / `labels`) in the file format: `attention`,
+    `grid` / `regions`, and `entities` (each predicted entity with the sum of its words' rows)."""
+    from mmner.tagging.schemes import entities
+
+    words = att["words"]
+    record: dict[str, Any] = {"attention": [float(x) for x in _plain(att["weights"])]}
+    if att.get("grid") is not None:
+        record["grid"] = list(att["grid"])
+    if att.get("labels") is not None:
+        record["regions"] = list(att["labels"])
+    record["entities"] = [
+        {"start": start, "end": end, "type": kind, "text": " ".join(tokens[start:end]),
+         "attention": [round(sum(row[j] for row in words[start:end]), 6) for j in range(len(record["attention"]))]}
+        for kind, start, end in entities(tags)
+    ]
+    return record
 
 
 def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -101,20 +137,60 @@ def read_relation(path: str | Path) -> dict[str, float]:
     return scores
 
 
+def _weights(value: Any, size: int | None = None) -> bool:
+    """Whether `value` is a list of non-negative finite numbers (of length `size` when given, else non-empty)."""
+    return (isinstance(value, list) and (len(value) == size if size is not None else bool(value))
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                    for w in value))
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entities(path: Path, n: int, raw: Any, size: int) -> list[dict[str, Any]]:
+    """The `entities` of one attention record, checked; [] when absent."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise at(path, n, f"entities must be a list of objects, got {type(raw).__name__}")
+    out = []
+    for k, ent in enumerate(raw):
+        if not isinstance(ent, dict):
+            raise at(path, n, f"entities[{k}] must be an object, got {type(ent).__name__}")
+        start, end = ent.get("start"), ent.get("end")
+        if not (_index(start) and _index(end) and 0 <= start < end):
+            raise at(path, n, f"entities[{k}]: start and end must be integers with 0 <= start < end, "
+                              f"got {start!r}, {end!r}")
+        if not isinstance(ent.get("type"), str) or not ent["type"]:
+            raise at(path, n, f"entities[{k}]: type must be a non-empty string, got {ent.get('type')!r}")
+        text = ent.get("text")
+        if text is not None and not isinstance(text, str):
+            raise at(path, n, f"entities[{k}]: text must be a string, got {text!r}")
+        if not _weights(ent.get("attention"), size):
+            raise at(path, n, f"entities[{k}]: attention must be a list of {size} non-negative numbers "
+                              "(one per region of the post's attention)")
+        out.append({"start": start, "end": end, "type": ent["type"], "text": text,
+                    "attention": [float(w) for w in ent["attention"]]})
+    return out
+
+
 def read_attention(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Post id -> {"attention": [R], "grid": [rows, cols] | None, "regions": [R] | None}."""
+    """Post id -> {"attention": [R], "grid": [rows, cols] | None, "regions": [R] | None,
+    "entities": [{"start", "end", "type", "text" (None when absent), "attention": [R]}]}."""
     path = Path(path)
     maps: dict[str, dict[str, Any]] = {}
     for n, record in _records(path):
         weights = record.get("attention")
-        if (not isinstance(weights, list) or not weights
-                or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights)):
+        if not _weights(weights):
             raise at(path, n, "attention must be a non-empty list of non-negative numbers")
         grid = record.get("grid")
-        if grid is not None and (not isinstance(grid, list) or len(grid) != 2 or grid[0] * grid[1] != len(weights)):
+        if grid is not None and (not isinstance(grid, list) or len(grid) != 2
+                                 or not all(_index(g) and g > 0 for g in grid) or grid[0] * grid[1] != len(weights)):
             raise at(path, n, f"grid {grid!r} does not match {len(weights)} attention weights")
         regions = record.get("regions")
         if regions is not None and (not isinstance(regions, list) or len(regions) != len(weights)):
             raise at(path, n, f"regions must name each of the {len(weights)} regions")
-        maps[record["id"]] = {"attention": [float(w) for w in weights], "grid": grid, "regions": regions}
+        maps[record["id"]] = {"attention": [float(w) for w in weights], "grid": grid, "regions": regions,
+                              "entities": _entities(path, n, record.get("entities"), len(weights))}
     return maps

@@ -94,21 +94,36 @@ def relation_vs_stv(points: dict[str, tuple[Sequence[float], Sequence[float]]]) 
     return _uri(fig)
 
 
+def _text(label: str) -> str:
+    """Text drawn as written: a `$` (cashtags, prices) would otherwise start matplotlib's mathtext."""
+    return label.replace("$", r"\$")
+
+
 def heat_maps(maps: Sequence[dict[str, Any]], cols: int = 4) -> str:
-    """Attention over visual regions per post: a grid as an image, a sequence as a one-row strip."""
-    rows = math.ceil(len(maps) / cols)
+    """Attention over visual regions per panel: a grid as an image (as a semi-transparent overlay on
+    the post's picture when the map carries one under "image"), a sequence as a one-row strip."""
+    rows = max(1, math.ceil(len(maps) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, maps):
         weights = np.asarray(m["attention"], dtype=float)
         if m.get("grid"):
-            ax.imshow(weights.reshape(m["grid"]), cmap="magma", interpolation="nearest")
+            grid = weights.reshape(m["grid"])
+            if m.get("image") is not None:
+                pixels = np.asarray(m["image"])
+                h, w = pixels.shape[:2]
+                ax.imshow(pixels, extent=(0, w, h, 0))
+                ax.imshow(grid, cmap="magma", alpha=0.55, interpolation="bilinear", extent=(0, w, h, 0))
+                ax.set_xlim(0, w)
+                ax.set_ylim(h, 0)
+            else:
+                ax.imshow(grid, cmap="magma", interpolation="nearest")
         else:
             ax.imshow(weights[None, :], cmap="magma", aspect="auto", interpolation="nearest")
             if m.get("regions"):
                 ax.axis("on")
                 ax.set_yticks([])
-                ax.set_xticks(range(len(weights)), [str(r) for r in m["regions"]], rotation=70, fontsize=6)
-        ax.set_title(m["title"], fontsize=8)
+                ax.set_xticks(range(len(weights)), [_text(str(r)) for r in m["regions"]], rotation=70, fontsize=6)
+        ax.set_title(_text(m["title"]), fontsize=8)
     return _uri(fig)

@@ -3,7 +3,7 @@
 `analyse` computes every number (the JSON file holds exactly what the page shows); `render` draws
 the page from those numbers. Sections: overall and per type (with paired bootstrap differences to
 the first run), seen / unseen / ambiguous entities, post length, low-resource curves, relation
-split, attention maps, and the posts with the most errors.
+split, attention maps (per post and per predicted entity), and the posts with the most errors.
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ from mmner.analysis.artifacts import ATTENTION_SUFFIX, RELATION_SUFFIX
 from mmner.analysis.bootstrap import Bootstrap
 from mmner.analysis.runs import RunData, load
 from mmner.analysis.template import PAGE
+from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.tagging.scorer import score
+from mmner.vision.images import load_image
 
 RELATION_THRESHOLD = 0.5  # RpBERT: r > 0.5 "image adds to the tweet meaning"
 HEAT_MAPS = 8  # posts whose attention is drawn, per run
+MAX_PANELS = 16  # attention panels per run: each shown post's map, then its entities' maps
+TITLE_TEXT = 40  # characters of an entity's text in a panel title
+IMAGE_SIDE = 512  # longer side of a post image drawn under its attention grid
 
 SECTIONS = {
     "scores": "Overall and per type",
@@ -173,16 +178,56 @@ def _entity_record(tokens: Sequence[str], e: tuple[str, int, int]) -> dict[str, 
 
 def _attention(runs: Sequence[RunData], errors: dict[str, Any]) -> dict[str, Any]:
     worst = [p["id"] for p in errors["posts"]]
-    out: dict[str, Any] = {"file": f"predictions/test{ATTENTION_SUFFIX}", "runs": {}, "notes": {}}
+    out: dict[str, Any] = {"file": f"predictions/test{ATTENTION_SUFFIX}", "max_posts": HEAT_MAPS,
+                           "max_panels": MAX_PANELS, "runs": {}, "notes": {}}
     for r in runs:
         if not r.attention:
             out["runs"][r.label] = None
             out["notes"][r.label] = (f"{r.label}'s model ({r.metrics.get('model')}) gives no attention maps "
                                      f"(no predictions/test{ATTENTION_SUFFIX})")
             continue
-        ids = [pid for pid in worst if pid in r.attention]
+        posts = {p.id: p for p in r.posts}
+        ids = [pid for pid in worst if pid in r.attention and pid in posts] if r.label in errors["runs"] else []
         ids += [p.id for p in r.posts if p.id in r.attention and p.id not in ids]
-        out["runs"][r.label] = {"posts": len(r.attention), "shown": ids[:HEAT_MAPS]}
+        test = [r.attention[pid] for pid in ids]
+        entities = [x for m in test for x in m["entities"]]
+        panels: list[dict[str, Any]] = []
+        shown: list[str] = []
+        left_out = 0
+        for pid in ids[:HEAT_MAPS]:
+            group = _panels(r, posts[pid])
+            room = MAX_PANELS - len(panels)
+            if len(group) > room:
+                if panels:
+                    break  # a post's entities stay with it: the next post does not fit
+                left_out, group = len(group) - room, group[:room]
+            panels += group
+            shown.append(pid)
+        images = {}
+        for pid in shown:
+            path = posts[pid].image_path
+            if r.attention[pid]["grid"] and path and Path(path).is_file():
+                images[pid] = path
+        out["runs"][r.label] = {
+            "posts": len(r.attention), "test_posts": len(test), "s_tv_mean": _mean([sum(m["attention"]) for m in test]),
+            "entity_maps": len(entities), "entity_s_tv_mean": _mean([sum(x["attention"]) for x in entities]),
+            "shown": shown, "panels": panels, "entities_left_out": left_out, "images": images,
+        }
+    return out
+
+
+def _panels(r: RunData, post: Post) -> list[dict[str, Any]]:
+    """The heat-map panels of one post: its post-level map, then one per predicted entity (by position)."""
+    m = r.attention[post.id]  # type: ignore[index]
+    rel = f" r={r.relation[post.id]:.2f}" if r.relation and post.id in r.relation else ""
+    out: list[dict[str, Any]] = [{"id": post.id, "title": f"{post.id}{rel}", "entity": None,
+                                  "s_tv": round(sum(m["attention"]), 4)}]
+    for k, x in sorted(enumerate(m["entities"]), key=lambda kx: (kx[1]["start"], kx[1]["end"], kx[0])):
+        text = x["text"] if x["text"] is not None else " ".join(post.tokens[x["start"]:x["end"]])
+        short = text if len(text) <= TITLE_TEXT else text[:TITLE_TEXT - 1] + "…"
+        out.append({"id": post.id, "title": f"{post.id} · {short} ({x['type']})",
+                    "entity": {"index": k, "start": x["start"], "end": x["end"], "type": x["type"], "text": text},
+                    "s_tv": round(sum(x["attention"]), 4)})
     return out
 
 
@@ -372,22 +417,51 @@ def _section_relation(runs: Sequence[RunData], data: dict[str, Any]) -> str:
 def _section_attention(runs: Sequence[RunData], data: dict[str, Any]) -> str:
     s = data["attention"]
     parts = [(f"<p>Heat maps of the attention a<sub>j</sub> over visual regions (RpBERT eq. 11), from "
-              f"{e(s['file'])}, for the posts with the most errors first.</p>")]
+              f"{e(s['file'])}, for the posts with the most errors first: each post's map, then one map per entity "
+              f"the model predicted in it (attention from the entity's words), at most {s['max_posts']} posts and "
+              f"{s['max_panels']} maps per run. Image grids are drawn over the post's image when it is at hand. "
+              "S_TV is a map's summed attention (RpBERT eq. 10); each map has its own colour scale.</p>")]
     error_ids = {p["id"] for p in data["errors"]["posts"]}
     for r in runs:
         v = s["runs"][r.label]
         if not v:
             continue
+        notes = []
+        images = {}
+        for pid, path in v["images"].items():
+            try:
+                images[pid] = load_image(path, max_side=IMAGE_SIDE)
+            except MmnerError as exc:
+                notes.append(f"{exc}: {pid}'s maps are drawn without it")
         maps = []
-        for pid in v["shown"]:
-            m = r.attention[pid]  # type: ignore[index]
-            rel = f" r={r.relation[pid]:.2f}" if r.relation and pid in r.relation else ""
-            maps.append({**m, "title": f"{pid}{rel}"})
-        links = ", ".join(f'<a href="#post-{e(pid)}">{e(pid)}</a>' if pid in error_ids else e(pid) for pid in v["shown"])
-        parts.append(f"<h3>{e(r.label)}</h3><p>{v['posts']} posts have maps; shown: {links}</p>")
+        for panel in v["panels"]:
+            m = r.attention[panel["id"]]  # type: ignore[index]
+            weights = m["entities"][panel["entity"]["index"]]["attention"] if panel["entity"] else m["attention"]
+            maps.append({"attention": weights, "grid": m["grid"], "regions": m["regions"], "title": panel["title"],
+                         "image": images.get(panel["id"])})
+        linked = error_ids if r.label in data["errors"]["runs"] else set()
+        parts.append(f"<h3>{e(r.label)}</h3><p>{v['posts']} posts have maps; shown: "
+                     f"{', '.join(_link(pid, linked) for pid in v['shown'])}</p>")
+        if v["entity_maps"]:
+            parts.append(f"<p>{v['entity_maps']} predicted entities of the {v['test_posts']} test posts with maps have "
+                         f"their own map; mean S_TV per entity {v['entity_s_tv_mean']}, per post {v['s_tv_mean']}.</p>")
+        else:
+            notes.append(f"{r.label}'s attention file has no per-entity maps (no \"entities\" in its records); "
+                         f"mean S_TV per post {v['s_tv_mean']}")
+        if v["entities_left_out"]:
+            notes.append(f"{v['entities_left_out']} more entity maps of {v['shown'][0]} are not drawn "
+                         f"(at most {s['max_panels']} maps per run)")
         parts.append(_img(plots.heat_maps(maps), f"attention of {r.label}"))
+        rows = [[("html", _link(p["id"], linked)), p["title"], f"{p['s_tv']:.4f}"] for p in v["panels"]]
+        parts.append(_table(["post", "map", "S_TV"], rows, left=2))
+        parts += [f'<p class="note">{e(n)}.</p>' for n in notes]
     parts += [f'<p class="note">{e(n)}.</p>' for n in s["notes"].values()]
     return "".join(parts)
+
+
+def _link(pid: str, linked: set[str]) -> str:
+    """A post id, linked to its row of the errors table when it has one."""
+    return f'<a href="#post-{e(pid)}">{e(pid)}</a>' if pid in linked else e(pid)
 
 
 def _spans(tokens: Sequence[str], ents: Sequence[dict[str, Any]], kind: str) -> str:

@@ -141,9 +141,23 @@ def load(run_dir: str | Path, label: str, data_dir: str | None = None) -> RunDat
 
     rel = artifacts.relation_path(run_dir)
     att = artifacts.attention_path(run_dir)
+    attention = artifacts.read_attention(att) if att.is_file() else None
+    if attention:
+        _check_entities(attention, posts, att)
     return RunData(
         label=label, path=run_dir, metrics=test, data=data, seed=seed, posts=posts, pred=pred, items=items,
         train_posts=train_posts, train_note=note,
         relation=artifacts.read_relation(rel) if rel.is_file() else None,
-        attention=artifacts.read_attention(att) if att.is_file() else None,
+        attention=attention,
     )
+
+
+def _check_entities(attention: dict[str, dict[str, Any]], posts: list[Post], path: Path) -> None:
+    """Entity spans of the attention file must lie inside their post (a file of another test set fails here)."""
+    lengths = {p.id: len(p.tokens) for p in posts}
+    for pid, m in attention.items():
+        n = lengths.get(pid)
+        bad = [x for x in m["entities"] if n is not None and x["end"] > n]
+        if bad:
+            raise MmnerError(f"{path}: post {pid}: entity [{bad[0]['start']}, {bad[0]['end']}) "
+                             f"lies beyond the post's {n} tokens")

@@ -41,6 +41,11 @@ class Tagger(nn.Module):
     Params: ClassVar[type[ModelParams]] = ModelParams
     # Multimodal models set this; a text-only model refuses a visual source rather than ignore it.
     uses_visual: ClassVar[bool] = False
+    # Models that attend over visual regions set this and, when a batch carries an `AttentionRecord`
+    # under "_record", fill it in `forward` (see `models.blocks`).
+    region_attention: ClassVar[bool] = False
+    # Models whose `predict` gives each post a `relation_score` (text-image relation) set this.
+    relation_score: ClassVar[bool] = False
 
     def __init__(self, params: ModelParams, labels: LabelVocab) -> None:
         super().__init__()
@@ -86,3 +91,15 @@ class Tagger(nn.Module):
     def decode(self, batch: dict[str, Any]) -> list[list[int]]:
         """Best label ids, one list per post, one id per original token."""
         raise NotImplementedError
+
+    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`tags` as `decode`, plus what else the model computes per post, one list entry per post:
+        `attention` (region attention, `blocks.attention_rows`; None for a post without image) for
+        models with `region_attention`; models with a relation score add `relation_score`."""
+        if not self.region_attention:
+            return {"tags": self.decode(batch)}
+        from mmner.models.blocks import AttentionRecord, attention_rows
+
+        record = AttentionRecord()
+        tags = self.decode({**batch, "_record": record})
+        return {"tags": tags, "attention": attention_rows(record, batch, getattr(self, "tokenizer", None))}

@@ -19,6 +19,7 @@ from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import ModelParams
 from mmner.models.bert_crf import BertCRF, BertCRFParams
+from mmner.models.blocks import encode_with_attention, word_region_attention
 from mmner.models.registry import register
 from mmner.tagging.alignment import SpecialTokens, make_windows, word_pieces
 
@@ -35,6 +36,7 @@ class BertCRFCaption(BertCRF):
     Params = BertCRFCaptionParams
     params: BertCRFCaptionParams
     uses_visual = True
+    region_attention = True
 
     @classmethod
     def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
@@ -55,7 +57,7 @@ class BertCRFCaption(BertCRF):
         if visual is not None and visual.caption is not None:
             caption = self.tokenizer(visual.caption, add_special_tokens=False)["input_ids"][: self.caption_budget()]
         if not caption:  # no image: the text alone, as BERT-CRF sees it
-            return {**super().featurize(post), "segment_b": None}
+            return {**super().featurize(post), "segment_b": None, "caption": []}
         s = self.special
         # the caption and its framing go after every window's text: make_windows sees them as the suffix
         frame = SpecialTokens(prefix=s.prefix, suffix=s.middle + caption + s.suffix, middle=[])
@@ -65,18 +67,40 @@ class BertCRFCaption(BertCRF):
         return {
             "windows": windows,
             "segment_b": [len(w.input_ids) - tail for w in windows],  # where the caption segment starts
+            "caption": caption,
             "n_words": len(post.tokens),
             "tags": self.labels.encode(post) if post.tags is not None else None,
         }
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().collate(items)
+        starts = [start for item in items for start in (item["segment_b"] or [None] * len(item["windows"]))]
         if "token_type_ids" in self.tokenizer.model_input_names:
             types = torch.zeros_like(batch["input_ids"])  # [N_windows, T]
-            starts = [start for item in items for start in (item["segment_b"] or [None] * len(item["windows"]))]
             lengths = batch["attention_mask"].sum(1)
             for row, start in enumerate(starts):
                 if start is not None:
                     types[row, start : int(lengths[row])] = 1
             batch["token_type_ids"] = types
+        # where each window's caption starts (-1: none) and each post's caption, for region attention
+        batch["caption_start"] = torch.tensor([-1 if s is None else s for s in starts], dtype=torch.long)  # [N]
+        batch["caption_pieces"] = [item["caption"] for item in items]
         return batch
+
+    def word_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """As BERT-CRF; with an attention record (predict), the attention of each word over the caption
+        tokens of its window (the caption's sub-tokens are the regions) is recorded too."""
+        record = batch.get("_record")
+        if record is None:
+            return super().word_states(batch)
+        types = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+        hidden, attention = encode_with_attention(self.encoder, input_ids=batch["input_ids"],
+                                                  attention_mask=batch["attention_mask"], **types)
+        pieces = batch["caption_pieces"]
+        lengths = torch.tensor([len(c) for c in pieces], device=hidden.device)  # [B]
+        slots = torch.arange(max(1, int(lengths.max())), device=hidden.device)  # [R]
+        columns = batch["caption_start"].clamp(min=0)[:, None] + slots  # [N, R]
+        record["word_region"] = word_region_attention(attention, batch["gather"], columns)
+        record["region_mask"] = slots < lengths[:, None]  # [B, R]
+        record["labels"] = [self.tokenizer.convert_ids_to_tokens(c) for c in pieces]
+        return hidden.reshape(-1, hidden.shape[-1])[batch["gather"]]  # [B, W, H]

@@ -10,6 +10,8 @@ region; an all-False row is a post without image, see `mmner.vision.inputs`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -167,13 +169,97 @@ class CrossAttentionLayer(nn.Module):
         self.norm2 = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """x [B, W, H] attends over memory [B, R, H] (memory_mask [B, R], True = real)."""
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+                record: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """x [B, W, H] attends over memory [B, R, H] (memory_mask [B, R], True = real). With `record`,
+        the attention weights [B, W, R] (mean over heads; 0 for a post without image) are appended."""
         has = memory_mask.any(-1)  # [B]
         # nn.MultiheadAttention gives NaN for a row without keys: let such rows see slot 0, then drop it
         usable = memory_mask.clone()
         usable[:, 0] |= ~has
-        attended, _ = self.attention(x, memory, memory, key_padding_mask=~usable, need_weights=False)
+        attended, weights = self.attention(x, memory, memory, key_padding_mask=~usable, need_weights=record is not None)
         attended = attended * has[:, None, None].to(attended.dtype)
+        if record is not None:
+            record.append(weights * has[:, None, None].to(weights.dtype))
         x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+# --------------------------------------------------------------------------------------------------
+# where a model looks: attention from words over visual regions (computed only when predicting)
+#
+# `Tagger.predict` passes an `AttentionRecord` in the batch under "_record"; a model that attends over
+# visual regions fills it during its forward pass, and `attention_rows` turns it into one entry per post.
+
+
+class AttentionRecord(dict):
+    """Filled by a model's forward pass: `word_region` [B, W, R], the attention from each word (its
+    first sub-token) to each visual region, averaged over the layers and heads that attend across
+    modalities; `region_mask` [B, R]; optionally `labels`, one list of region names per post (caption
+    tokens), when the regions are not the batch's `caption_ids`."""
+
+
+@contextmanager
+def eager_attention(encoder: nn.Module) -> Iterator[None]:
+    """The encoder with the eager attention kernel for the duration: SDPA returns no weights."""
+    before = getattr(getattr(encoder, "config", None), "_attn_implementation", None)
+    if before in (None, "eager") or not hasattr(encoder, "set_attn_implementation"):
+        yield
+        return
+    encoder.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        encoder.set_attn_implementation(before)
+
+
+def encode_with_attention(encoder: nn.Module, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's last hidden states [N, S, H] and its self-attention [N, S, S] averaged over
+    layers and heads (the 1/LH sum of RpBERT eq. 10-11)."""
+    with eager_attention(encoder):
+        out = encoder(**inputs, output_attentions=True)
+    if not out.attentions:
+        raise MmnerError(f"{type(encoder).__name__} returns no attention weights; region attention needs an "
+                         "encoder with an eager attention implementation")
+    return out.last_hidden_state, torch.stack(out.attentions).mean(dim=(0, 2))
+
+
+def word_region_attention(attention: torch.Tensor, gather: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Rows of each word, columns of each region: `attention` [N, S, S] per window, `gather` [B, W]
+    (flat index into [N * S] of each word's first sub-token), `columns` [N, R] (each region's position
+    in every window) -> [B, W, R]."""
+    n, s, _ = attention.shape
+    rows = attention.reshape(n * s, s)[gather]  # [B, W, S]
+    return rows.gather(-1, columns[gather // s].clamp(0, s - 1))  # [B, W, R]
+
+
+def attention_rows(record: AttentionRecord, batch: dict[str, Any], tokenizer: Any) -> list[dict[str, Any] | None]:
+    """One entry per post of a filled record (None for a post without image):
+    `{"weights": [R], "words": [W][R], "grid": [h, w] | "labels": [R]}` — weights_j is the attention
+    of all the post's words to region j (RpBERT's a_j^v, eq. 11, whose sum is S_TV, eq. 10), `words`
+    the same per word; `grid` for image regions that form a square grid (row-major), `labels` naming
+    caption regions by their sub-tokens."""
+    att = record["word_region"].float()  # [B, W, R]
+    region_mask, word_mask = record["region_mask"], batch["word_mask"]
+    labels = record.get("labels")
+    rows: list[dict[str, Any] | None] = []
+    for b in range(att.shape[0]):
+        keep = region_mask[b].nonzero().flatten()
+        if keep.numel() == 0:
+            rows.append(None)
+            continue
+        words = att[b, word_mask[b]][:, keep] * 1.0  # [W_b, R_b]
+        entry: dict[str, Any] = {"weights": [round(float(x), 6) for x in words.sum(0)],
+                                 "words": [[round(float(x), 6) for x in row] for row in words]}
+        if labels is not None:
+            entry["labels"] = list(labels[b])
+        elif "caption_ids" in batch:
+            entry["labels"] = tokenizer.convert_ids_to_tokens(batch["caption_ids"][b][batch["caption_tokens"][b]].tolist())
+        else:
+            side = int(round(keep.numel() ** 0.5))
+            if side * side == keep.numel():
+                entry["grid"] = [side, side]
+        if "labels" in entry and len(entry["labels"]) != keep.numel():
+            raise MmnerError(f"region attention: {keep.numel()} regions but {len(entry['labels'])} region names")
+        rows.append(entry)
+    return rows

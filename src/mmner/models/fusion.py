@@ -32,6 +32,7 @@ from mmner.errors import MmnerError
 from mmner.models.base import ModelParams
 from mmner.models.bert_crf import BertCRF, BertCRFParams
 from mmner.models.blocks import (
+    AttentionRecord,
     CrossAttentionLayer,
     RegionParams,
     VisualRegions,
@@ -96,14 +97,18 @@ class FusionTagger(BertCRF):
         return batch
 
     def fuse(self, words: torch.Tensor, word_mask: torch.Tensor, regions: torch.Tensor,
-             region_mask: torch.Tensor) -> torch.Tensor:
-        """words [B, W, H], regions [B, R, H] (masks [B, W], [B, R]) -> fused [B, W, fused_width]."""
+             region_mask: torch.Tensor, record: AttentionRecord | None = None) -> torch.Tensor:
+        """words [B, W, H], regions [B, R, H] (masks [B, W], [B, R]) -> fused [B, W, fused_width]; a
+        head that attends over the regions puts its weights [B, W, R] in `record["word_region"]`."""
         raise NotImplementedError
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         words = self.dropout(self.word_states(batch))  # [B, W, H]
         regions, region_mask = self.visual(batch, self.encoder)  # [B, R, H], [B, R]
-        fused = self.fuse(words, batch["word_mask"], self.dropout(regions), region_mask)
+        record = batch.get("_record") if self.region_attention else None
+        fused = self.fuse(words, batch["word_mask"], self.dropout(regions), region_mask, record)
+        if record is not None:
+            record["region_mask"] = region_mask
         emissions = self.classifier(self.dropout(fused))  # [B, W, L]
         out = {"emissions": emissions, "word_mask": batch["word_mask"]}
         if batch.get("tags") is not None:
@@ -133,7 +138,7 @@ class FusionCM(FusionTagger):
     def fused_width(self) -> int:
         return 2 * self.hidden
 
-    def fuse(self, words, word_mask, regions, region_mask):
+    def fuse(self, words, word_mask, regions, region_mask, record=None):
         image = masked_mean(regions, region_mask)  # [B, H]
         return torch.cat([words, image.unsqueeze(1).expand_as(words)], dim=-1)  # [B, W, 2H]
 
@@ -147,6 +152,7 @@ class FusionVAM(FusionTagger):
 
     Params = VAMParams
     params: VAMParams
+    region_attention = True
 
     def __init__(self, params: VAMParams, labels: LabelVocab, encoder, tokenizer) -> None:
         super().__init__(params, labels, encoder, tokenizer)
@@ -165,9 +171,11 @@ class FusionVAM(FusionTagger):
         _, (last, _) = self.query_lstm(packed)  # [2, B, H/2]
         return torch.cat([last[0], last[1]], dim=-1).unsqueeze(1)
 
-    def fuse(self, words, word_mask, regions, region_mask):
+    def fuse(self, words, word_mask, regions, region_mask, record=None):
         query = self.sentence_query(words, word_mask) if self.params.query == "sentence" else words
         weights = self.attention(query, regions, region_mask)  # [B, 1 | W, R]
+        if record is not None:  # a sentence query's attention is every word's
+            record["word_region"] = weights.expand(-1, words.shape[1], -1) * word_mask.unsqueeze(-1).to(weights.dtype)
         context = (weights @ regions).expand_as(words)  # [B, W, H]; 0 without image
         both = torch.cat([words, context], dim=-1)
         visual_gate = torch.sigmoid(self.visual_gate(both))
@@ -185,6 +193,7 @@ class FusionCAM(FusionTagger):
 
     Params = AttentionFusionParams
     params: AttentionFusionParams
+    region_attention = True
 
     def __init__(self, params: AttentionFusionParams, labels: LabelVocab, encoder, tokenizer) -> None:
         super().__init__(params, labels, encoder, tokenizer)
@@ -200,8 +209,11 @@ class FusionCAM(FusionTagger):
     def fused_width(self) -> int:
         return 2 * self.hidden
 
-    def fuse(self, words, word_mask, regions, region_mask):
-        visual = self.visual_attention(words, regions, region_mask) @ regions  # [B, W, H]; 0 without image
+    def fuse(self, words, word_mask, regions, region_mask, record=None):
+        weights = self.visual_attention(words, regions, region_mask)  # [B, W, R], word-guided visual attention
+        if record is not None:
+            record["word_region"] = weights
+        visual = weights @ regions  # [B, W, H]; 0 without image
         text = self.text_attention(visual, words, word_mask) @ words  # [B, W, H]
         hv, hw = torch.tanh(self.visual_in(visual)), torch.tanh(self.text_in(text))
         z = torch.sigmoid(self.fusion_gate(torch.cat([hv, hw], dim=-1)))
@@ -217,6 +229,7 @@ class FusionTAM(FusionTagger):
 
     Params = TAMParams
     params: TAMParams
+    region_attention = True
 
     def __init__(self, params: TAMParams, labels: LabelVocab, encoder, tokenizer) -> None:
         super().__init__(params, labels, encoder, tokenizer)
@@ -227,7 +240,10 @@ class FusionTAM(FusionTagger):
         ffn = getattr(encoder.config, "intermediate_size", 4 * h)
         self.layers = nn.ModuleList(CrossAttentionLayer(h, heads, ffn, params.dropout) for _ in range(params.layers))
 
-    def fuse(self, words, word_mask, regions, region_mask):
+    def fuse(self, words, word_mask, regions, region_mask, record=None):
+        layers: list[torch.Tensor] | None = [] if record is not None else None
         for layer in self.layers:
-            words = layer(words, regions, region_mask)
+            words = layer(words, regions, region_mask, layers)
+        if record is not None:
+            record["word_region"] = torch.stack(layers).mean(0)  # type: ignore[arg-type]  # mean over layers
         return words

@@ -52,7 +52,7 @@ from mmner.errors import MmnerError
 from mmner.models.base import ModelParams
 from mmner.models.bert_crf import BertCRF
 from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
-from mmner.models.blocks import resolve_region_params
+from mmner.models.blocks import AttentionRecord, attention_rows, resolve_region_params
 from mmner.models.registry import register
 from mmner.models.visualbert_crf import VisualBertCRF, VisualBertCRFParams
 from mmner.tagging.vocab import LabelVocab
@@ -111,6 +111,7 @@ class RpBertParams(VisualBertCRFParams):
 class RpBert(VisualBertCRF):
     Params = RpBertParams
     params: RpBertParams
+    relation_score = True
 
     def __init__(self, params: RpBertParams, labels: LabelVocab, encoder, tokenizer,
                  words: WordVocab | None = None, chars: CharVocab | None = None,
@@ -242,7 +243,9 @@ class RpBert(VisualBertCRF):
         cls_index = torch.arange(n, device=batch["input_ids"].device) * t  # each window's first token
         gather = batch["gather"]
         index = torch.cat([cls_index, gather.flatten()]) if words else cls_index
-        states = self.word_states({**batch, "gather": index})  # [N (+ B * W), H]
+        # region attention (predict) is recorded in the pass that gives the word states
+        record = {"_record": batch.get("_record"), "_record_gather": gather} if words else {"_record": None}
+        states = self.word_states({**batch, "gather": index, **record})  # [N (+ B * W), H]
         cls_states = states[:n]
         owner = batch["window_post"]
         b = gather.shape[0]
@@ -297,13 +300,16 @@ class RpBert(VisualBertCRF):
         return out
 
     def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Tags and `relation_score` (pi_1, the probability that the image adds to the text; None for a
-        post without image)."""
-        out = self.forward({**batch, "tags": None})
+        """Tags, `relation_score` (pi_1, the probability that the image adds to the text; None for a
+        post without image) and the region `attention` of the tagging pass (for `propagation: input`
+        the gated pass: RpBERT's a_j^v and S_TV, eq. 10-11; for `output` the multimodal pass 1)."""
+        record = AttentionRecord()
+        out = self.forward({**batch, "tags": None, "_record": record})
         tags = self.crf.decode(out["emissions"], out["word_mask"])
         score = torch.softmax(out["relation_logits"].float(), -1)[:, 1].tolist()
         has_image = self._has_image(batch).tolist()
-        return {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, has_image)]}
+        return {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, has_image)],
+                "attention": attention_rows(record, batch, self.tokenizer)}
 
     @staticmethod
     def _has_image(batch: dict[str, Any]) -> torch.Tensor:

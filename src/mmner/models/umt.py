@@ -167,10 +167,16 @@ class UMT(BertCRF):
         return batch
 
     # -- compute --------------------------------------------------------------------------------
+    @property
+    def region_attention(self) -> bool:  # type: ignore[override]
+        return self.params.image
+
     def interact(self, text: torch.Tensor, text_mask: torch.Tensor, regions: torch.Tensor,
-                 region_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 region_mask: torch.Tensor, record: list[torch.Tensor] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The multimodal interaction module: R [N, T, H] (mask [N, T]) and V [N, R, H] (mask [N, R])
-        -> H = [A ; B] [N, T, 2H], and the visual gate g [N, T, H] (None when switched off)."""
+        -> H = [A ; B] [N, T, 2H], and the visual gate g [N, T, H] (None when switched off). With
+        `record`, the word-to-region attention of each layer of the Q stack ([N, T, R]) is appended."""
         a = text
         if self.params.image_aware_words:
             p = regions
@@ -180,7 +186,7 @@ class UMT(BertCRF):
                 a = layer(a, p, region_mask)  # [N, T, H]
         q = text
         for layer in self.text_to_image:
-            q = layer(q, regions, region_mask)  # [N, T, H]
+            q = layer(q, regions, region_mask, record)  # [N, T, H]
         q = q * region_mask.any(-1)[:, None, None].to(q.dtype)  # no image: no visual representation
         gate = torch.sigmoid(self.gate_a(a) + self.gate_q(q)) if self.params.visual_gate else None
         return torch.cat([a, q if gate is None else gate * q], dim=-1), gate
@@ -204,7 +210,12 @@ class UMT(BertCRF):
         if self.params.image:
             regions, region_mask = self.visual(batch, self.encoder)  # [B, R, H], [B, R]
             regions = self.dropout(regions)[batch["window_post"]]  # [N, R, H]
-            fused, gate = self.interact(text, mask, regions, region_mask[batch["window_post"]])  # [N, T, 2H]
+            record = batch.get("_record")
+            layers: list[torch.Tensor] | None = [] if record is not None else None
+            fused, gate = self.interact(text, mask, regions, region_mask[batch["window_post"]], layers)  # [N, T, 2H]
+            if record is not None:  # words over regions in the word-aware visual stack (Q), mean over its layers
+                record["word_region"] = words(torch.stack(layers).mean(0))  # type: ignore[arg-type]  # [B, W, R]
+                record["region_mask"] = region_mask
             if gate is not None:
                 out["gate"] = words(gate)
         else:

@@ -29,7 +29,15 @@ from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import ModelParams
 from mmner.models.bert_crf import BertCRF, BertCRFParams
-from mmner.models.blocks import RegionParams, VisualRegions, collate_visual, featurize_visual, resolve_region_params
+from mmner.models.blocks import (
+    RegionParams,
+    VisualRegions,
+    collate_visual,
+    encode_with_attention,
+    featurize_visual,
+    resolve_region_params,
+    word_region_attention,
+)
 from mmner.models.registry import register
 from mmner.tagging.vocab import LabelVocab
 
@@ -46,6 +54,7 @@ class VisualBertCRF(BertCRF):
     Params = VisualBertCRFParams
     params: VisualBertCRFParams
     uses_visual = True
+    region_attention = True
 
     def __init__(self, params: VisualBertCRFParams, labels: LabelVocab, encoder, tokenizer) -> None:
         super().__init__(params, labels, encoder, tokenizer)
@@ -90,8 +99,8 @@ class VisualBertCRF(BertCRF):
 
     def word_states(self, batch: dict[str, Any]) -> torch.Tensor:
         ids, text_mask = batch["input_ids"], batch["attention_mask"].bool()  # [N, T]
-        visual, visual_mask = self.visual_tokens(batch)
-        visual, visual_mask = visual[batch["window_post"]], visual_mask[batch["window_post"]]  # [N, R, H], [N, R]
+        visual, post_mask = self.visual_tokens(batch)  # [B, R, H], [B, R]
+        visual, visual_mask = visual[batch["window_post"]], post_mask[batch["window_post"]]  # [N, R, H], [N, R]
         n, t = ids.shape
         r = visual.shape[1]
         text = self.encoder.get_input_embeddings()(ids)  # [N, T, H]
@@ -104,8 +113,15 @@ class VisualBertCRF(BertCRF):
         positions = self.first_position + torch.where(steps < lengths, steps, torch.zeros_like(steps))
         # encoders with segment ids keep a buffer of zeros only as long as their position table: pass them
         types = {"token_type_ids": torch.zeros_like(positions)} if self.segmented else {}
-        hidden = self.encoder(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
-                              **types).last_hidden_state
+        inputs = dict(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions, **types)
+        record = batch.get("_record")
+        if record is None:
+            hidden = self.encoder(**inputs).last_hidden_state
+        else:
+            hidden, attention = encode_with_attention(self.encoder, **inputs)  # [N, T + R, T + R]
+            words = batch.get("_record_gather", batch["gather"])  # [B, W] into [N, T]
+            record["word_region"] = word_region_attention(attention, words // t * (t + r) + words % t, slots)
+            record["region_mask"] = post_mask
         # the word gather index points into [N, T]; re-base it onto [N, T + R]
         gather = batch["gather"]
         gather = gather // t * (t + r) + gather % t  # [B, W]

@@ -257,6 +257,7 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
     async def model_info() -> dict[str, Any]:
         info = tagger.info()
         info["relation_score"] = tagger.has_relation_score
+        info["region_attention"] = tagger.has_region_attention
         info["limits"] = asdict(limits)
         return info
 

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from mmner.analysis.artifacts import write_post_files, write_post_outputs
 from mmner.config import Config, DataConfig, load_config
 from mmner.data import datadir
 from mmner.data.post import Post
@@ -96,6 +97,21 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
             out.extend(model.labels.decode(ids) for ids in ids_per_post)
     for post, tags in zip(posts, out):
         assert len(tags) == len(post.tokens), f"post {post.id}: {len(tags)} tags for {len(post.tokens)} tokens"
+    return out
+
+
+def extras_summary(extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """Split-level statistics of what a model computes besides tags: its relation scores r (RpBERT:
+    mean, share of posts with r > 0.5) and its region attention (S_TV, RpBERT eq. 10: the attention
+    of a post's words to all its regions, averaged over the posts with an image)."""
+    out: dict[str, Any] = {}
+    scores = [float(e["relation_score"]) for e in extras if e.get("relation_score") is not None]
+    if scores:
+        out["relation"] = {"posts": len(scores), "mean": round(sum(scores) / len(scores), 4),
+                           "share_above_0.5": round(sum(r > 0.5 for r in scores) / len(scores), 4)}
+    s_tv = [sum(e["attention"]["weights"]) for e in extras if e.get("attention")]
+    if s_tv:
+        out["attention"] = {"posts": len(s_tv), "s_tv_mean": round(sum(s_tv) / len(s_tv), 4)}
     return out
 
 
@@ -297,10 +313,13 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     for split in ("valid", "test"):
         if split not in posts:
             continue
-        pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet, visual=inputs[split])
+        extras: list[dict[str, Any]] = []
+        pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet, visual=inputs[split],
+                            extras=extras)
         write_conll(run_dir / "predictions" / f"{split}.conll", posts[split], pred)
+        write_post_outputs(run_dir, split, posts[split], extras, pred)
         metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common,
-                          **visual[split]}
+                          **visual[split], **extras_summary(extras)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -334,12 +353,15 @@ def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size
     posts = datadir.load_dataset(str(path))
     model.labels.check_types(posts, str(path))
     visual = check_visual(config, {"eval": data}, {"eval": posts}, data_dir)["eval"]
-    pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir))
+    extras: list[dict[str, Any]] = []
+    pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir), extras=extras)
     if output:
         write_conll(Path(output), posts, pred)
+        write_post_files(Path(output).with_suffix(""), posts, extras, pred)
     params = config.model_params()
     return {
         **score_posts(posts, pred, mode),
+        **extras_summary(extras),
         **dataset_record(data, path),
         "encoder": getattr(params, "encoder", None) or getattr(params, "vectors", None),
         "model": params.name,
