@@ -15,6 +15,7 @@ resumed; run directories made elsewhere (a GPU machine) can be copied under runs
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from compare import Benchmark, Reference, main
 
@@ -43,6 +44,19 @@ def _variant(record: dict) -> str | None:
     return next((v for v in sorted(VARIANTS, key=len, reverse=True) if rest.startswith(v + "-")), None)
 
 
+def _stat(key: str, field: str, percent: bool = False) -> "Callable[[list[dict]], str]":
+    """A cell of per-run test statistics (metrics.json test[key][field]), mean over the seeds that have it."""
+
+    def cell(runs: list[dict]) -> str:
+        values = [r[key][field] for r in runs if isinstance(r.get(key), dict) and field in r[key]]
+        if not values:
+            return "–"
+        mean = sum(values) / len(values)
+        return f"{100 * mean:.1f}%" if percent else f"{mean:.3f}"
+
+    return cell
+
+
 SPEC = Benchmark(
     name="rpbert",
     doc=__doc__,
@@ -58,7 +72,8 @@ SPEC = Benchmark(
         "F1 minus visualbert-crf (the same input without relation propagation); both of the same dataset and",
         "encoder, mean over seeds. Paper: Sun et al., Table 4, biLSTM-CRF + RpBERT (BERT-base, ResNet-152 grids,",
         "TRC multitask; the Snap split differs from Twitter-2017's UMT release): a reference point, not the same",
-        "setting.",
+        "setting. mean r, r > 0.5: the relation score of the test posts with an image (mean; share judged",
+        "image-helpful); mean S_TV: their words' attention to the visual tokens (eq. 10), mean over those posts.",
     ],
     row_columns=("variant", "head", "gate"),
     variants=VARIANTS,
@@ -69,6 +84,10 @@ SPEC = Benchmark(
     # any run of those models (not only this benchmark's); w/o Rp: with the row's own visual input
     references=(Reference("Δ text", model="bert-crf", visual="none"), Reference("Δ w/o Rp", model="visualbert-crf")),
     config_prefix="rpbert-",
+    # relation score r of the test posts with an image (mean, share with r > 0.5) and S_TV (RpBERT eq. 10:
+    # the attention of a post's words to its visual tokens in the gated pass, mean over those posts)
+    extra_columns=(("mean r", _stat("relation", "mean")), ("r > 0.5", _stat("relation", "share_above_0.5", True)),
+                   ("mean S_TV", _stat("attention", "s_tv_mean"))),
 )
 
 if __name__ == "__main__":
