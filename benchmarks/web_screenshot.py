@@ -1,10 +1,11 @@
 """Screenshot of the web page tagging a sample post with a trained run (docs/screenshots/web-page.png).
 
-    python benchmarks/web_screenshot.py runs/caption-minilm-t17-e2 [--sample twitter2017_samples:test:1]
+    python benchmarks/web_screenshot.py runs/caption-minilm-t17-e2 [--sample twitter2017_samples:test:1] [--entity 2]
 
 Serves RUN_DIR with `mmner serve` on a free loopback port, opens the page in Debian's headless
 Chromium (/usr/bin/chromium + chromedriver, through Selenium), pastes the sample post's text, its
-caption and its image, tags it and saves the screenshot.
+caption and its image, tags it, with `--entity N` clicks the N-th entity found (its own region
+attention, for models that return attention) and saves the screenshot.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def sample_post(spec: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--sample", default="twitter2017_samples:test:3")
+    parser.add_argument("--sample", default="twitter2017_samples:test:1")
+    parser.add_argument("--entity", type=int, default=None, help="click the N-th entity (1-based) before the shot")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "screenshots" / "web-page.png")
     args = parser.parse_args()
 
@@ -82,6 +84,11 @@ def main() -> None:
         error = driver.find_element(By.ID, "error").text
         if error:
             raise SystemExit(f"the page reported: {error}")
+        if args.entity is not None:
+            marks = driver.find_elements(By.CSS_SELECTOR, "#tagged mark.ent")
+            if not 1 <= args.entity <= len(marks):
+                raise SystemExit(f"--entity {args.entity}: the model found {len(marks)} entities")
+            marks[args.entity - 1].click()
         driver.execute_script("window.scrollTo(0, 0);")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(args.output))

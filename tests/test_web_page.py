@@ -111,6 +111,23 @@ def test_page_tags_a_post_with_an_image(browser, sample_image, tmp_path_factory,
         assert painted[0] > 0 and painted[1] > 0
         browser.execute_script("drawAttention(null);")
 
+        # a response with caption attention: bars per caption token; a click on an entity shows its own
+        browser.execute_script(
+            "render({text: 'Obama in Paris', tokens: ['Obama', 'in', 'Paris'], tags: ['B-PER', 'O', 'B-LOC'],"
+            " entities: [{text: 'Obama', type: 'PER', start: 0, end: 1, char_start: 0, char_end: 5, attention: [0.9, 0.1]},"
+            "            {text: 'Paris', type: 'LOC', start: 2, end: 3, char_start: 9, char_end: 14, attention: [0.2, 0.7]}],"
+            " attention: {weights: [1.3, 0.9], labels: ['a', 'man']}});"
+        )
+        bars = lambda: [d.text for d in browser.find_elements(By.CSS_SELECTOR, "#attention-list div")]  # noqa: E731
+        title = browser.find_element(By.ID, "attention-title")
+        assert bars() == ["a 1.300", "man 0.900"] and "whole post" in title.text
+        browser.find_elements(By.CSS_SELECTOR, "#tagged mark.ent")[1].click()
+        assert bars() == ["a 0.200", "man 0.700"] and "Paris" in title.text
+        browser.find_elements(By.CSS_SELECTOR, "#tagged mark.ent")[1].click()
+        assert bars() == ["a 1.300", "man 0.900"] and "whole post" in title.text
+        browser.execute_script("render({text: '', tokens: [], tags: [], entities: []});")
+        assert not title.is_displayed()
+
         browser.execute_script("window.scrollTo(0, 0);")
         shot = tmp_path_factory.mktemp("shot") / "web-page.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
