@@ -164,6 +164,10 @@ def test_report_relation_and_attention_files(tmp_path, two_runs):
                        "attention": {"weights": np.sum(words, axis=0), "words": words, "grid": [2, 2]}})
     written = write_post_outputs(run, "test", posts, extras, [p.tags for p in posts])
     assert [p.name for p in written] == ["test.relation.jsonl", "test.attention.jsonl"]
+    metrics = json.loads((run / "metrics.json").read_text())  # TRC test scores, as rpbert's training adds them
+    metrics["test"]["trc"] = {"rows": 10, "accuracy": 70.0, "precision": 75.0, "recall": 60.0, "f1": 66.67,
+                              "confusion": {"tp": 3, "fp": 1, "fn": 2, "tn": 4}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
     assert read_relation(written[0])[posts[-1].id] == 1.0
     maps = read_attention(written[1])
     assert maps[posts[0].id]["grid"] == [2, 2]
@@ -176,10 +180,12 @@ def test_report_relation_and_attention_files(tmp_path, two_runs):
     assert rel["posts_scored"] == len(posts)
     assert rel["image_adds"]["posts"] + rel["image_does_not_add"]["posts"] == len(posts)
     assert rel["s_tv"]["posts"] == len(posts)
+    assert rel["trc"]["confusion"] == {"tp": 3, "fp": 1, "fn": 2, "tn": 4}
     att = data["attention"]["runs"]["R1"]
     assert att["shown"] and att["entity_maps"] == sum(len(g) for g in gold)
     page = page_path.read_text()
     assert 'alt="attention of R1"' in page and 'alt="r against S_TV"' in page
+    assert "TRC test rows" in page and "gold: image doesn&#x27;t add</td><td>1</td><td>4</td>" in page
     entity_panel = next(p for p in att["panels"] if p["entity"])
     assert entity_panel["title"] in page and f"({entity_panel['entity']['type']})" in entity_panel["title"]
     assert not EXTERNAL.search(page)

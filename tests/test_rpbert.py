@@ -259,6 +259,17 @@ def test_training_alternates_trc_and_mner_epochs(tiny_model_params, tiny_visual,
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0]
     assert "train_loss_trc" in log and "train_loss" in log
 
+    # Task#1 is scored on the TRC rows after train_rows (the paper's test split), one line per tweet
+    scored = metrics["test"]["trc"]
+    held_out = trc_files["labels"][10:]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "predictions" / "trc_test.relation.jsonl").read_text().splitlines()]
+    assert scored["rows"] == len(lines) == len(held_out) == 38
+    assert [x["image_adds"] for x in lines] == held_out
+    c = scored["confusion"]
+    assert c["tp"] + c["fn"] == sum(held_out) and c["tn"] + c["fp"] == len(held_out) - sum(held_out)
+    assert c["tp"] + c["fp"] == sum(x["relation_score"] > 0.5 for x in lines)
+    assert scored["accuracy"] == pytest.approx(100 * (c["tp"] + c["tn"]) / 38, abs=0.01)
+
 
 def test_bilstm_head_train_save_load_predict(tiny_model_params, tiny_visual, tiny_corpus, tiny_vectors, tmp_path):
     """The biLSTM-CRF head (word vectors + char CNN + RpBERT states) with the `output` propagation and

@@ -143,6 +143,9 @@ def _relation(runs: Sequence[RunData]) -> dict[str, Any]:
                 "image_does_not_add_mean": _mean([t for s, t in pairs if s <= RELATION_THRESHOLD]),
                 "posts": len(pairs),
             }
+        trc = r.metrics.get("trc")
+        if isinstance(trc, dict) and trc.get("rows"):
+            row["trc"] = trc  # Task#1 on the TRC test rows (metrics.json), with its confusion counts
         out["runs"][r.label] = row
     return out
 
@@ -410,6 +413,20 @@ def _section_relation(runs: Sequence[RunData], data: dict[str, Any]) -> str:
                 ids = [pid for pid in r.relation if pid in r.attention]  # type: ignore[union-attr, operator]
                 pts[lab] = ([r.relation[i] for i in ids], [sum(r.attention[i]["attention"]) for i in ids])  # type: ignore[index]
             parts.append(_img(plots.relation_vs_stv(pts), "r against S_TV"))
+        with_trc = [r for r in good if s["runs"][r.label].get("trc")]
+        if with_trc:
+            parts.append("<p>Text-image relation classification (Task#1) on the TRC test rows, where gold "
+                         "“image adds” labels exist; predicted “image adds” when r &gt; 0.5 (rows: gold, columns: "
+                         "predicted).</p>")
+            rows = []
+            for r in with_trc:
+                t = s["runs"][r.label]["trc"]
+                c = t["confusion"]
+                rows += [[r.label, "gold: image adds", c["tp"], c["fn"], t["rows"], f"{t['accuracy']:.2f}",
+                          f"{t['precision']:.2f}", f"{t['recall']:.2f}", f"{t['f1']:.2f}"],
+                         [r.label, "gold: image doesn't add", c["fp"], c["tn"], "", "", "", "", ""]]
+            parts.append(_table(["run", "", "pred: adds", "pred: doesn't add", "rows", "accuracy", "P (adds)",
+                                 "R (adds)", "F1 (adds)"], rows, left=2))
     parts += [f'<p class="note">{e(n)}; section skipped for it.</p>' for n in s["notes"].values()]
     return "".join(parts)
 

@@ -339,16 +339,56 @@ class RpBert(VisualBertCRF):
 
         return [AuxiliaryTask("trc", PostDataset(posts, self, visual), collate, self.relation_loss, trc.batch_size)]
 
+    def auxiliary_evaluations(self, config: Config, run_dir: Path, batch_size: int = 64) -> dict[str, Any]:
+        """With `trc.enabled`: Task#1 on the TRC rows after `trc.train_rows` (the paper's test split):
+        `predictions/trc_test.relation.jsonl` (id, relation_score, gold image_adds) and, for metrics.json,
+        `trc`: accuracy, P / R / F1 of "image adds" and the confusion counts (r > 0.5 = image adds)."""
+        trc = self.params.trc
+        if not trc.enabled:
+            return {}
+        from mmner.train.module import loader
 
-def trc_posts(trc: TrcParams, config: Config) -> tuple[list[Post], list[int]]:
-    """The TRC training tweets as posts (image id = tweet id) and their `image_adds` labels."""
+        posts, labels = trc_posts(trc, config, "test")
+        if not posts:
+            return {"trc": {"rows": 0}}
+        visual = trc_visual(trc, config)
+        visual.scan(posts)
+        device = next(self.parameters()).device
+        scores: list[float] = []
+        self.eval()
+        with torch.inference_mode():
+            for batch in loader(posts, self, batch_size, shuffle=False, visual=visual, gold=False):
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                logits, _ = self.relation_pass({**batch, "_regions": self.visual(batch, self.encoder)})
+                scores.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
+        out = run_dir / "predictions" / "trc_test.relation.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps({"id": p.id, "relation_score": round(r, 6), "image_adds": y}) + "\n"
+                               for p, r, y in zip(posts, scores, labels)), encoding="utf-8")
+        pred = [int(r > 0.5) for r in scores]
+        tp = sum(p == y == 1 for p, y in zip(pred, labels))
+        fp = sum(p == 1 and y == 0 for p, y in zip(pred, labels))
+        fn = sum(p == 0 and y == 1 for p, y in zip(pred, labels))
+        tn = len(pred) - tp - fp - fn
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"trc": {"rows": len(pred), "masked_images": len(visual.masked), "accuracy": round(100 * (tp + tn) / len(pred), 2),
+                        "precision": round(100 * precision, 2), "recall": round(100 * recall, 2), "f1": round(100 * f1, 2),
+                        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}}
+
+
+def trc_posts(trc: TrcParams, config: Config, rows: Literal["train", "test"] = "train") -> tuple[list[Post], list[int]]:
+    """The TRC tweets as posts (image id = tweet id) and their `image_adds` labels: the first
+    `trc.train_rows` rows (`train`) or the rest (`test`, the paper's held-out split)."""
     from mmner.data import datadir
     from mmner.data.readers import read_trc, tokenize
 
     path = Path(trc.data).expanduser()
     if not path.exists():
         path = datadir.data_dir(config.data.dir) / trc.data
-    records = read_trc(path)[: trc.train_rows]
+    records = read_trc(path)
+    records = records[: trc.train_rows] if rows == "train" else records[trc.train_rows :]
     folder = Path(trc.images).expanduser() if trc.images else None
     if folder is not None and not folder.is_dir():
         raise MmnerError(f"model.trc.images: {folder} is not a folder")

@@ -320,6 +320,9 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         write_post_outputs(run_dir, split, posts[split], extras, pred)
         metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common,
                           **visual[split], **extras_summary(extras)}
+    more = getattr(model, "auxiliary_evaluations", None)  # test-time scores of auxiliary tasks (RpBERT's TRC)
+    if more is not None and "test" in metrics:
+        metrics["test"].update(more(config, run_dir, t.eval_batch_size))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
