@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 COLORS = plt.get_cmap("tab10").colors
 
@@ -119,11 +120,18 @@ def heat_maps(maps: Sequence[dict[str, Any]], cols: int = 4) -> str:
                 ax.set_ylim(h, 0)
             else:
                 ax.imshow(grid, cmap="magma", interpolation="nearest")
-        else:
-            ax.imshow(weights[None, :], cmap="magma", aspect="auto", interpolation="nearest")
-            if m.get("regions"):
-                ax.axis("on")
-                ax.set_yticks([])
-                ax.set_xticks(range(len(weights)), [_text(str(r)) for r in m["regions"]], rotation=70, fontsize=6)
+        else:  # a sequence (caption tokens): one bar per region, read top to bottom, coloured as the grids
+            ax.axis("on")
+            y = np.arange(len(weights))
+            top = weights.max() if weights.size and weights.max() > 0 else 1.0
+            ax.barh(y, weights, color=plt.get_cmap("magma")(0.25 + 0.6 * weights / top), height=0.8)
+            ax.set_ylim(len(weights) - 0.5, -0.5)
+            names = [_text(str(r)) for r in m["regions"]] if m.get("regions") else [str(j) for j in y]
+            ax.set_yticks(y, names, fontsize=6 if len(weights) <= 24 else 4)
+            ax.tick_params(axis="x", labelsize=6)
+            ax.xaxis.set_major_locator(MaxNLocator(3))
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
         ax.set_title(_text(m["title"]), fontsize=8)
+    fig.tight_layout()
     return _uri(fig)
