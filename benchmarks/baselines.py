@@ -25,6 +25,8 @@ DEFAULT_CONFIGS = [
     "bert-crf-mpnet-twitter2017",
     "bilstm-crf-glove-twitter2015",
     "bilstm-crf-glove-twitter2017",
+    "bilstm-crf-spacy-twitter2015",
+    "bilstm-crf-spacy-twitter2017",
 ]
 
 
