@@ -53,7 +53,7 @@ def collect(runs_dir: Path) -> list[dict]:
     records = []
     for metrics_file in sorted(runs_dir.glob("*/metrics.json")):
         test = json.loads(metrics_file.read_text()).get("test")
-        if test:
+        if test and test.get("train_fraction", 1.0) == 1.0:  # low-resource runs are no benchmark rows
             records.append({"run": metrics_file.parent.name, **test})
     return records
 
@@ -65,7 +65,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def table(runs_dir: Path, output: Path) -> None:
-    records = collect(runs_dir)
+    # the text-only rows; the multimodal runs beside them in runs/bench belong to chen.py, umt.py, ...
+    records = [r for r in collect(runs_dir) if r.get("visual_source", "none") == "none"]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["dataset"], r["model"], r["encoder"], r["visual_source"]), []).append(r)

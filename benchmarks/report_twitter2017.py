@@ -13,7 +13,7 @@ Steps, each skipped when its result exists (runs live under runs/bench, next to 
    test split (`mmner evaluate --output predictions/test.conll`), which writes those files beside the
    predictions (the tags are those of the same weights);
 4. both configs are trained again on `--fractions` of the training posts (`data.train_fraction`) for
-   the low-resource curves, as `<config>-f<fraction>-s<seed>`;
+   the low-resource curves, as runs/fractions/<config>-f<fraction>-s<seed> (apart from the benchmark rows);
 5. `mmner report` over [baseline, best, the fraction runs] and headless-Chromium screenshots of the
    sections named by `--shots` (docs/screenshots/report-<section>[-<encoder>].png).
 """
@@ -71,6 +71,8 @@ def ensure_post_outputs(run: Path) -> None:
 
 
 def fraction_runs(configs: list[str], fractions: list[float], seed: int, runs_dir: Path) -> list[Path]:
+    """`configs` trained on each fraction of their training posts (finished runs are reused, interrupted
+    ones resumed)."""
     from mmner.config import load_config
     from mmner.train.run import train
 
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--fractions", nargs="*", type=float, default=[0.1, 0.25, 0.5])
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--fraction-runs-dir", type=Path, default=ROOT / "runs" / "fractions")
     parser.add_argument("--shots", nargs="*", default=["scores", "attention"], help="report sections to screenshot")
     args = parser.parse_args()
 
@@ -130,7 +133,8 @@ def main() -> None:
     best = best_multimodal(args.runs_dir, args.encoder, args.seed)
     ensure_post_outputs(best)
     best_config = best.name.rsplit("-s", 1)[0]
-    curves = fraction_runs([baseline.name.rsplit("-s", 1)[0], best_config], args.fractions, args.seed, args.runs_dir)
+    curves = fraction_runs([baseline.name.rsplit("-s", 1)[0], best_config], args.fractions, args.seed,
+                           args.fraction_runs_dir)
     page = ROOT / "docs" / "reports" / f"twitter2017{suffix}.html"
     page.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "mmner", "report", str(baseline), str(best), *map(str, curves),
