@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINES = ("bert-crf", "bilstm-crf")  # the registry models of this table
 DEFAULT_CONFIGS = [
     "bert-crf-minilm-twitter2015",
     "bert-crf-minilm-twitter2017",
@@ -66,7 +67,7 @@ def _mean_std(values: list[float]) -> str:
 
 def table(runs_dir: Path, output: Path) -> None:
     # the text-only rows; the multimodal runs beside them in runs/bench belong to chen.py, umt.py, ...
-    records = [r for r in collect(runs_dir) if r.get("visual_source", "none") == "none"]
+    records = [r for r in collect(runs_dir) if r.get("visual_source", "none") == "none" and r.get("model") in BASELINES]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["dataset"], r["model"], r["encoder"], r["visual_source"]), []).append(r)
