@@ -16,7 +16,7 @@ from mmner.api import entity_records
 from mmner.config import load_config
 from mmner.data.readers import read_conll
 from mmner.models import registry
-from mmner.train.run import load_run, predict_tags, train, visual_inputs
+from mmner.train.run import evaluate, load_run, predict_tags, train, visual_inputs
 
 RUN_FILES = ["config.yaml", "labels.json", "model.safetensors", "metrics.json", "train_log.csv",
              "predictions/valid.conll", "predictions/test.conll"]
@@ -71,6 +71,12 @@ def test_train_save_load_predict(name, source, tiny_model_params, tiny_visual, t
             post = next(p for p in posts if p.id == pid)
             predicted = [(e["start"], e["end"]) for e in entity_records(post.tokens, written[posts.index(post)].tags)]
             assert [(e["start"], e["end"]) for e in m["entities"]] == predicted
+    # `mmner evaluate --output` writes the same files next to its predictions
+    result = evaluate(run_dir, str(tiny_corpus["test"]), output=tmp_path / "eval.conll")
+    assert (tmp_path / "eval.relation.jsonl").is_file() == model.relation_score == ("relation" in result)
+    assert (tmp_path / "eval.attention.jsonl").is_file() == model.region_attention == ("attention" in result)
+    if model.region_attention:
+        assert (tmp_path / "eval.attention.jsonl").read_text() == attention.read_text()
 
 
 @pytest.mark.parametrize("name, source", CASES)
