@@ -83,7 +83,7 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
     with torch.inference_mode():
         for batch in tqdm(
             loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False), desc="tagging", unit="batch",
-            disable=not progress, leave=False,
+            disable=None if progress else True, leave=False,  # None: no bar when stderr is not a terminal (logs)
         ):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if extras is not None and hasattr(model, "predict"):
