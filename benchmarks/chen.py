@@ -46,7 +46,7 @@ SPEC = Benchmark(
         "multimodal models: BLIP-2 captions (`visual.source: caption`), the fusion heads and VisualBERT reading",
         "them as caption regions; posts without a usable caption are masked (`visual.missing: mask`, count in",
         "the `masked` column: 358 blank Twitter-2017 images, docs/results/captions.md) and tagged from their",
-        "text alone. Δ: F1 minus the text-only bert-crf of the same dataset and encoder (mean over seeds).",
+        "text alone. Δ: F1 minus the text-only bert-crf of the same dataset and encoder (paired by seed, below).",
         "Paper: Chen et al., Table 1 (BERT-base; fusion heads on ResNet-152 grids, TAM on Faster R-CNN",
         "regions, captions from BUTD): a reference point, not the same setting.",
     ],

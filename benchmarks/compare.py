@@ -35,7 +35,8 @@ class Reference:
 
     `row`: the benchmark's own runs of that row ("Δ vs variant X"); `model`: any collected run of that
     registry model, in this benchmark or not ("Δ vs model X"). `visual`: the reference's visual source
-    (None: the same as the row's). The reference F1 is the mean over every matching run (all seeds).
+    (None: the same as the row's). The reference F1 is the mean over the matching runs of the row's own
+    seeds (a paired comparison); when the reference has none of them, over all its seeds, marked "†".
     """
 
     column: str
@@ -88,15 +89,18 @@ def _cells(label: str | tuple[str, ...]) -> list[str]:
 
 
 def _reference_f1(ref: Reference, row_visual: str, ds: str, enc: str, groups: dict[tuple, list[dict]],
-                  everything: list[dict]) -> float | None:
+                  everything: list[dict], seeds: set[int]) -> tuple[float | None, bool]:
+    """The reference's mean F1 over `seeds` (paired), else over all its seeds; and whether it is paired."""
     visual = row_visual if ref.visual is None else ref.visual
     if ref.model is not None:
-        f1 = [r["f1"] for r in everything if _dataset(r) == ds and r.get("encoder") == enc
-              and r.get("model") == ref.model and r.get("visual_source") == visual]
-        return statistics.mean(f1) if f1 else None
-    matching = [rs for key, rs in groups.items() if key[:4] == (ds, enc, ref.row, visual)]
-    f1 = [r["f1"] for rs in matching for r in rs]
-    return statistics.mean(f1) if f1 else None
+        runs = [r for r in everything if _dataset(r) == ds and r.get("encoder") == enc
+                and r.get("model") == ref.model and r.get("visual_source") == visual]
+    else:
+        runs = [r for key, rs in groups.items() if key[:4] == (ds, enc, ref.row, visual) for r in rs]
+    paired = [r["f1"] for r in runs if r["seed"] in seeds]
+    if paired:
+        return statistics.mean(paired), True
+    return (statistics.mean(r["f1"] for r in runs), False) if runs else (None, False)
 
 
 def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
@@ -126,8 +130,8 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
                 f1 = statistics.mean(r["f1"] for r in rs)
                 deltas = []
                 for ref in spec.references:
-                    other = _reference_f1(ref, key[3], ds, enc, groups, everything)
-                    deltas.append(f"{f1 - other:+.2f}" if other is not None else "–")
+                    other, paired = _reference_f1(ref, key[3], ds, enc, groups, everything, {r["seed"] for r in rs})
+                    deltas.append("–" if other is None else f"{f1 - other:+.2f}" + ("" if paired else " †"))
                 paper = spec.paper_f1[ds].get(key[2])
                 cells = [
                     key[2], *_cells(spec.variants[key[2]]), key[3], ", ".join(str(r["seed"]) for r in rs),
@@ -140,6 +144,14 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
                     ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs), ", ".join(sorted({r["device"] for r in rs})),
                 ]
                 lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if spec.references:
+        lines += ["", "Δ: the row's mean F1 minus the reference's over the same seeds (paired by seed); † where the "
+                  "reference has none of the row's seeds, against the mean of all its seeds."]
+    finished = {re.sub(r"-s\d+$", "", r["run"]) for r in records}
+    missing = [name for name in spec.config_names(ENCODERS) if name not in finished]
+    if missing:
+        lines += ["", f"Not run yet ({len(missing)} configs, no finished seed): "
+                  + ", ".join(f"`{name}`" for name in missing) + "."]
     if spec.sections is not None:
         lines += spec.sections(output)
     details = sorted({r["visual_detail"] for r in records if r.get("visual_detail") and r["visual_source"] != "none"})

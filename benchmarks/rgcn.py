@@ -156,7 +156,7 @@ SPEC = Benchmark(
         "(frozen copy of the pretrained encoder, mean-pooled); posts without a usable caption are masked",
         "(`visual.missing: mask`, count in the `masked` column, docs/results/captions.md): no own-image node, never",
         "retrieved. Δ: F1 minus the text-only bert-crf of the same dataset and encoder; Δ R-GCN: minus the full",
-        "R-GCN (means over seeds). Index: posts indexed and build seconds (per seed); retrieval: exact top-5",
+        "R-GCN (paired by seed, below). Index: posts indexed and build seconds (per seed); retrieval: exact top-5",
         "search per post and graph, measured on the device given when this table was made.",
         "Paper: Zhao et al. 2022, Tables 1 and 2 (BERT-base, features of the images themselves): a reference",
         "point, not the same setting.",

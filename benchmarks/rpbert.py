@@ -70,7 +70,7 @@ SPEC = Benchmark(
         "training is off in these runs (the TRC tweets' images are not at hand), so the relation classifier",
         "learns only from the tagging loss through the gate. Δ text: F1 minus the text-only bert-crf; Δ w/o Rp:",
         "F1 minus visualbert-crf (the same input without relation propagation); both of the same dataset and",
-        "encoder, mean over seeds. Paper: Sun et al., Table 4, biLSTM-CRF + RpBERT (BERT-base, ResNet-152 grids,",
+        "encoder, paired by seed (below). Paper: Sun et al., Table 4, biLSTM-CRF + RpBERT (BERT-base, ResNet-152 grids,",
         "TRC multitask; the Snap split differs from Twitter-2017's UMT release): a reference point, not the same",
         "setting. mean r, r > 0.5: the relation score of the test posts with an image (mean; share judged",
         "image-helpful); mean S_TV: their words' attention to the visual tokens (eq. 10), mean over those posts.",

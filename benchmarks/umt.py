@@ -45,7 +45,7 @@ SPEC = Benchmark(
         "(`visual.source: caption`) read as caption regions; posts without a usable caption are masked",
         "(`visual.missing: mask`, count in the `masked` column, docs/results/captions.md) and tagged from their",
         "text alone; `umt-no-image` and bert-crf read no visual input. Δ: F1 minus the text-only bert-crf of the",
-        "same dataset and encoder; Δ UMT: minus the full UMT (means over seeds).",
+        "same dataset and encoder; Δ UMT: minus the full UMT (paired by seed, below).",
         "Paper: Yu et al. 2020, Tables 2 and 3 (cased BERT-base, ResNet-152 grid features): a reference point,",
         "not the same setting.",
     ],
