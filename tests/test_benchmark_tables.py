@@ -1,0 +1,70 @@
+"""The benchmark tables (benchmarks/compare.py, baselines.py) from hand-made run directories: rows,
+Δ paired by seed, the † fallback, configs not yet run, and low-resource runs kept out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("baselines", "compare", "chen"):
+        sys.modules.pop(name, None)
+    import baselines
+    import chen
+    import compare
+
+    return baselines, compare, chen
+
+
+def make_run(runs: Path, name: str, model: str, seed: int, f1: float, visual: str = "none", fraction: float = 1.0) -> None:
+    run = runs / name
+    run.mkdir(parents=True)
+    test = {"f1": f1, "precision": f1, "recall": f1, "gold_entities": 1351, "dataset": "twitter2017:test",
+            "model": model, "encoder": "minilm-l6", "visual_source": visual, "seed": seed, "epochs": 6,
+            "best_epoch": 5, "seconds_per_epoch": 100.0, "train_seconds": 600.0, "device": "cpu",
+            "git_commit": "abc", "masked_images": 50 if visual != "none" else 0, "train_fraction": fraction}
+    if visual != "none":
+        test["visual_detail"] = "BLIP-2 caption (captions/blip2_twitter2017.txt)"
+    (run / "metrics.json").write_text(json.dumps({"test": test}))
+
+
+def test_chen_table_pairs_deltas_by_seed(bench, tmp_path):
+    _, compare, chen = bench
+    runs = tmp_path / "runs"
+    for seed, f1 in ((13, 80.0), (21, 82.0), (42, 84.0)):
+        make_run(runs, f"bert-crf-minilm-twitter2017-s{seed}", "bert-crf", seed, f1)
+    make_run(runs, "bert-crf-caption-minilm-twitter2017-s13", "bert-crf-caption", 13, 81.0, "caption")
+    make_run(runs, "bert-crf-caption-minilm-twitter2017-s21", "bert-crf-caption", 21, 83.5, "caption")
+    make_run(runs, "fusion-cm-minilm-twitter2017-s99", "fusion-cm", 99, 85.0, "caption")
+    make_run(runs, "fusion-cm-minilm-twitter2017-f0.1-s13", "fusion-cm", 13, 60.0, "caption", fraction=0.1)
+    out = tmp_path / "chen.md"
+    compare.table(chen.SPEC, runs, out)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| model")}
+    assert rows["bert-crf-caption"][4] == "82.25 ± 1.77" and rows["bert-crf-caption"][5] == "+1.25"  # vs 81.0 (s13, 21)
+    assert rows["fusion-cm"][4] == "85.00" and rows["fusion-cm"][5] == "+3.00 †"  # no seed 99: vs all seeds
+    text = out.read_text()
+    assert "60.00" not in text and "f0.1" not in text  # the low-resource run is no row
+    assert "`fusion-vam-minilm-twitter2017`" in text.split("Not run yet")[1]
+    assert "`bert-crf-caption-minilm-twitter2017`" not in text.split("Not run yet")[1]
+
+
+def test_baselines_table_keeps_text_only_baselines(bench, tmp_path):
+    baselines, _, _ = bench
+    runs = tmp_path / "runs"
+    make_run(runs, "bert-crf-minilm-twitter2017-s13", "bert-crf", 13, 80.0)
+    make_run(runs, "bert-crf-caption-minilm-twitter2017-s13", "bert-crf-caption", 13, 81.0, "caption")
+    make_run(runs, "umt-no-image-minilm-twitter2017-s13", "umt", 13, 79.0)
+    make_run(runs, "bert-crf-minilm-twitter2017-f0.5-s13", "bert-crf", 13, 70.0, fraction=0.5)
+    out = tmp_path / "baselines.md"
+    baselines.table(runs, out)
+    records = json.loads(out.with_suffix(".json").read_text())
+    assert [r["run"] for r in records] == ["bert-crf-minilm-twitter2017-s13"]
