@@ -8,7 +8,8 @@ same encoder and seed, with low-resource curves of both, as docs/reports/twitter
 Steps, each skipped when its result exists (runs live under runs/bench, next to the benchmark runs):
 1. the text-only baseline `bert-crf-<encoder>-twitter2017-s<seed>` must be finished (benchmarks/baselines.py);
 2. the multimodal model is the finished multimodal Twitter-2017 run of that encoder and seed with the
-   best VALID F1 (the test set plays no part in the choice); every candidate is listed;
+   best VALID F1 (the test set plays no part in the choice); every candidate is listed; when that model
+   has no region attention, the best one (by valid F1) that has joins the report for its attention maps;
 3. runs made before models wrote their region attention / relation scores are re-evaluated on the
    test split (`mmner evaluate --output predictions/test.conll`), which writes those files beside the
    predictions (the tags are those of the same weights);
@@ -35,8 +36,19 @@ def finished(run: Path) -> dict | None:
     return json.loads(metrics.read_text()) if metrics.is_file() else None
 
 
-def best_multimodal(runs_dir: Path, encoder: str, seed: int) -> Path:
-    """The finished multimodal Twitter-2017 run of `encoder` and `seed` with the best valid F1."""
+def attends(run: Path) -> bool:
+    """Whether the run's model returns region attention (models.base.Tagger.region_attention)."""
+    from mmner.config import load_config
+    from mmner.models import registry
+
+    params = load_config(run / "config.yaml").model_params()
+    flag = registry.get(params.name).region_attention
+    return flag if isinstance(flag, bool) else bool(getattr(params, "image", True))  # umt: per config
+
+
+def multimodal_choice(runs_dir: Path, encoder: str, seed: int) -> list[Path]:
+    """The finished multimodal Twitter-2017 run of `encoder` and `seed` with the best valid F1, and, when
+    that model has no region attention, also the best of those that have (for "where the model looks")."""
     candidates = []
     for run in sorted(runs_dir.glob(f"*-{encoder}-twitter2017-s{seed}")):
         m = finished(run)
@@ -47,9 +59,16 @@ def best_multimodal(runs_dir: Path, encoder: str, seed: int) -> Path:
                          "run benchmarks/chen.py, umt.py, rpbert.py or rgcn.py first")
     for valid, test, run in sorted(candidates, reverse=True):
         print(f"  candidate {run.name}: valid F1 {valid:.2f} (test {test:.2f})")
-    valid, _, run = max(candidates)
-    print(f"best multimodal by valid F1: {run.name} ({valid:.2f})")
-    return run
+    valid, _, best = max(candidates)
+    print(f"best multimodal by valid F1: {best.name} ({valid:.2f})")
+    if attends(best):
+        return [best]
+    with_maps = [c for c in candidates if attends(c[2])]
+    if not with_maps:
+        return [best]
+    valid, _, looks = max(with_maps)
+    print(f"{best.name} has no region attention; best with attention by valid F1: {looks.name} ({valid:.2f})")
+    return [best, looks]
 
 
 def ensure_post_outputs(run: Path) -> None:
@@ -130,14 +149,16 @@ def main() -> None:
     if not finished(baseline):
         raise SystemExit(f"{baseline} is not finished: python benchmarks/baselines.py run "
                          f"--configs bert-crf-{args.encoder}-twitter2017 --seeds {args.seed}")
-    best = best_multimodal(args.runs_dir, args.encoder, args.seed)
-    ensure_post_outputs(best)
+    chosen = multimodal_choice(args.runs_dir, args.encoder, args.seed)
+    for run in chosen:
+        ensure_post_outputs(run)
+    best = chosen[0]
     best_config = best.name.rsplit("-s", 1)[0]
     curves = fraction_runs([baseline.name.rsplit("-s", 1)[0], best_config], args.fractions, args.seed,
                            args.fraction_runs_dir)
     page = ROOT / "docs" / "reports" / f"twitter2017{suffix}.html"
     page.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "mmner", "report", str(baseline), str(best), *map(str, curves),
+    subprocess.run([sys.executable, "-m", "mmner", "report", str(baseline), *map(str, chosen), *map(str, curves),
                     "--output", str(page)], check=True)
     if args.shots:
         screenshots(page, args.shots, suffix)
