@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,7 +117,7 @@ def screenshots(page: Path, sections: list[str], suffix: str) -> list[Path]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000", "--hide-scrollbars"):
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,4000", "--hide-scrollbars"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
     out = []
@@ -158,8 +159,9 @@ def main() -> None:
                            args.fraction_runs_dir)
     page = ROOT / "docs" / "reports" / f"twitter2017{suffix}.html"
     page.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "mmner", "report", str(baseline), *map(str, chosen), *map(str, curves),
-                    "--output", str(page)], check=True)
+    runs = [baseline, *chosen, *curves]  # named relative to the project in the report, as on any machine
+    subprocess.run([sys.executable, "-m", "mmner", "report", *(os.path.relpath(r, ROOT) for r in runs),
+                    "--output", os.path.relpath(page, ROOT)], check=True, cwd=ROOT)
     if args.shots:
         screenshots(page, args.shots, suffix)
 

@@ -297,23 +297,24 @@ def _section_scores(runs: Sequence[RunData], data: dict[str, Any]) -> str:
     labels = [r.label for r in runs]
     shared = all(r.test_key == runs[0].test_key for r in runs)
     header = ["type", "gold" if shared else f"gold ({labels[0]})"] + [f"{lab} {m}" for lab in labels for m in ("P", "R", "F1")]
-    header += [f"Δ F1 {d['run']}−{d['baseline']} [95% CI] p" for d in s["differences"] if d["paired"]]
-    rows, attrs = [], []
+    paired = [d for d in s["differences"] if d["paired"]]
+    diff_header = ["type"] + [f"Δ F1 {d['run']}−{d['baseline']} [95% CI] p" for d in paired]
+    rows, diff_rows, attrs = [], [], []
     base = s["runs"][labels[0]]
     for t in s["types"]:
         row: list[Any] = [t, base["per_type"].get(t, {}).get("support", 0)]
         for lab in labels:
             pt = s["runs"][lab]["per_type"].get(t, {"precision": 0.0, "recall": 0.0, "f1": 0.0})
             row += [f"{pt['precision']:.2f}", f"{pt['recall']:.2f}", f"{pt['f1']:.2f}"]
-        row += [_delta(d["per_type"].get(t)) for d in s["differences"] if d["paired"]]
         rows.append(row)
+        diff_rows.append([t] + [_delta(d["per_type"].get(t)) for d in paired])
         attrs.append("")
     row = ["overall", base["gold_entities"]]
     for lab in labels:
         o = s["runs"][lab]
         row += [f"{o['precision']:.2f}", f"{o['recall']:.2f}", f"{o['f1']:.2f}"]
-    row += [_delta(d["overall"]) for d in s["differences"] if d["paired"]]
     rows.append(row)
+    diff_rows.append(["overall"] + [_delta(d["overall"]) for d in paired])
     attrs.append(' class="total"')
     ci = ", ".join(f"{lab} {s['runs'][lab]['f1']:.2f} [{s['runs'][lab]['f1_ci'][0]:.2f}, "
                    f"{s['runs'][lab]['f1_ci'][1]:.2f}]" for lab in labels)
@@ -331,7 +332,10 @@ def _section_scores(runs: Sequence[RunData], data: dict[str, Any]) -> str:
     series = {lab: [s["runs"][lab]["per_type"].get(t, {}).get("f1", 0.0) for t in s["types"]] + [s["runs"][lab]["f1"]]
               for lab in labels}
     plot = plots.grouped_bars(s["types"] + ["overall"], series, "F1 (%)", "F1 per entity type")
-    return _table(header, rows, attrs=attrs) + "".join(f"<p>{n}</p>" for n in notes) + _img(plot, "F1 per type")
+    tables = _table(header, rows, attrs=attrs)
+    if paired:  # differences to the first run in a table of their own, so that many runs stay readable
+        tables += f"<h3>Differences to {e(labels[0])}</h3>" + _table(diff_header, diff_rows, attrs=attrs)
+    return tables + "".join(f"<p>{n}</p>" for n in notes) + _img(plot, "F1 per type")
 
 
 def _section_entities(runs: Sequence[RunData], data: dict[str, Any]) -> str:
