@@ -164,9 +164,10 @@ def _public_attention(att: Mapping[str, Any], entities: list[dict[str, Any]]) ->
     """A model's region attention as output: `weights` (one per visual region: the attention of all
     the post's words to it), `grid` [rows, cols] for image regions or `labels` naming caption regions;
     each entity record gets its own `attention` (the sum over its words)."""
-    words = att["words"]
+    from mmner.analysis.artifacts import span_attention
+
     for e in entities:
-        e["attention"] = [round(sum(row[j] for row in words[e["start"]:e["end"]]), 6) for j in range(len(att["weights"]))]
+        e["attention"] = span_attention(att["words"], e["start"], e["end"], len(att["weights"]))
     return {key: att[key] for key in ("weights", "grid", "labels") if att.get(key) is not None}
 
 

@@ -91,6 +91,11 @@ def write_post_files(stem: str | Path, posts: Sequence[Post], extras: Sequence[d
     return written
 
 
+def span_attention(words: Sequence[Sequence[float]], start: int, end: int, regions: int) -> list[float]:
+    """The attention of the words `start:end` over each of `regions` regions: the sum of their rows."""
+    return [round(sum(row[j] for row in words[start:end]), 6) for j in range(regions)]
+
+
 def attention_record(tokens: Sequence[str], tags: Sequence[str], att: dict[str, Any]) -> dict[str, Any]:
     """A post's attention entry (`weights`, `words`, `grid` / `labels`) in the file format: `attention`,
     `grid` / `regions`, and `entities` (each predicted entity with the sum of its words' rows)."""
@@ -104,7 +109,7 @@ def attention_record(tokens: Sequence[str], tags: Sequence[str], att: dict[str, 
         record["regions"] = list(att["labels"])
     record["entities"] = [
         {"start": start, "end": end, "type": kind, "text": " ".join(tokens[start:end]),
-         "attention": [round(sum(row[j] for row in words[start:end]), 6) for j in range(len(record["attention"]))]}
+         "attention": span_attention(words, start, end, len(record["attention"]))}
         for kind, start, end in entities(tags)
     ]
     return record

@@ -248,7 +248,7 @@ def attention_rows(record: AttentionRecord, batch: dict[str, Any], tokenizer: An
         if keep.numel() == 0:
             rows.append(None)
             continue
-        words = att[b, word_mask[b]][:, keep] * 1.0  # [W_b, R_b]
+        words = att[b, word_mask[b]][:, keep]  # [W_b, R_b]
         entry: dict[str, Any] = {"weights": [round(float(x), 6) for x in words.sum(0)],
                                  "words": [[round(float(x), 6) for x in row] for row in words]}
         if labels is not None:
