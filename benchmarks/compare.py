@@ -35,8 +35,8 @@ class Reference:
 
     `row`: the benchmark's own runs of that row ("Δ vs variant X"); `model`: any collected run of that
     registry model, in this benchmark or not ("Δ vs model X"). `visual`: the reference's visual source
-    (None: the same as the row's). The reference F1 is the mean over the matching runs of the row's own
-    seeds (a paired comparison); when the reference has none of them, over all its seeds, marked "†".
+    (None: the same as the row's). Row and reference are compared over the seeds both have (a paired
+    comparison); when they share none, over all the seeds of each, marked "†".
     """
 
     column: str
@@ -88,19 +88,24 @@ def _cells(label: str | tuple[str, ...]) -> list[str]:
     return [label] if isinstance(label, str) else list(label)
 
 
-def _reference_f1(ref: Reference, row_visual: str, ds: str, enc: str, groups: dict[tuple, list[dict]],
-                  everything: list[dict], seeds: set[int]) -> tuple[float | None, bool]:
-    """The reference's mean F1 over `seeds` (paired), else over all its seeds; and whether it is paired."""
+def _delta(ref: Reference, row_runs: list[dict], row_visual: str, ds: str, enc: str,
+           groups: dict[tuple, list[dict]], everything: list[dict]) -> str:
+    """The Δ cell: mean F1 of the row minus that of the reference over the seeds both have (paired by
+    seed); when they share none, the means over all seeds of each, marked "†"; "–" without reference."""
     visual = row_visual if ref.visual is None else ref.visual
     if ref.model is not None:
         runs = [r for r in everything if _dataset(r) == ds and r.get("encoder") == enc
                 and r.get("model") == ref.model and r.get("visual_source") == visual]
     else:
         runs = [r for key, rs in groups.items() if key[:4] == (ds, enc, ref.row, visual) for r in rs]
-    paired = [r["f1"] for r in runs if r["seed"] in seeds]
-    if paired:
-        return statistics.mean(paired), True
-    return (statistics.mean(r["f1"] for r in runs), False) if runs else (None, False)
+    if not runs:
+        return "–"
+    common = {r["seed"] for r in row_runs} & {r["seed"] for r in runs}
+    if common:
+        mine = statistics.mean(r["f1"] for r in row_runs if r["seed"] in common)
+        theirs = statistics.mean(r["f1"] for r in runs if r["seed"] in common)
+        return f"{mine - theirs:+.2f}"
+    return f"{statistics.mean(r['f1'] for r in row_runs) - statistics.mean(r['f1'] for r in runs):+.2f} †"
 
 
 def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
@@ -128,10 +133,7 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
             for key in keys:
                 rs = sorted(groups[key], key=lambda r: r["seed"])
                 f1 = statistics.mean(r["f1"] for r in rs)
-                deltas = []
-                for ref in spec.references:
-                    other, paired = _reference_f1(ref, key[3], ds, enc, groups, everything, {r["seed"] for r in rs})
-                    deltas.append("–" if other is None else f"{f1 - other:+.2f}" + ("" if paired else " †"))
+                deltas = [_delta(ref, rs, key[3], ds, enc, groups, everything) for ref in spec.references]
                 paper = spec.paper_f1[ds].get(key[2])
                 cells = [
                     key[2], *_cells(spec.variants[key[2]]), key[3], ", ".join(str(r["seed"]) for r in rs),
@@ -145,8 +147,8 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
                 ]
                 lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if spec.references:
-        lines += ["", "Δ: the row's mean F1 minus the reference's over the same seeds (paired by seed); † where the "
-                  "reference has none of the row's seeds, against the mean of all its seeds."]
+        lines += ["", "Δ: mean F1 of the row minus that of the reference over the seeds both have (paired by seed); "
+                  "† where they share no seed: the means over all their seeds."]
     finished = {re.sub(r"-s\d+$", "", r["run"]) for r in records}
     missing = [name for name in spec.config_names(ENCODERS) if name not in finished]
     if missing:

@@ -49,8 +49,9 @@ def test_chen_table_pairs_deltas_by_seed(bench, tmp_path):
     compare.table(chen.SPEC, runs, out)
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| model")}
-    assert rows["bert-crf-caption"][4] == "82.25 ± 1.77" and rows["bert-crf-caption"][5] == "+1.25"  # vs 81.0 (s13, 21)
+    assert rows["bert-crf-caption"][4] == "82.25 ± 1.77" and rows["bert-crf-caption"][5] == "+1.25"  # 82.25 vs 81.0 (s13, 21)
     assert rows["fusion-cm"][4] == "85.00" and rows["fusion-cm"][5] == "+3.00 †"  # no seed 99: vs all seeds
+    assert rows["bert-crf"][4] == "82.00 ± 2.00" and rows["bert-crf"][5] == "+0.00"  # the reference itself
     text = out.read_text()
     assert "60.00" not in text and "f0.1" not in text  # the low-resource run is no row
     assert "`fusion-vam-minilm-twitter2017`" in text.split("Not run yet")[1]
