@@ -8,11 +8,15 @@ The shared harness (test_models.py) trains `rgcn` end to end; these tests use un
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import tiny_config
+from safetensors.torch import load_file, save_file
+from transformers import BertModel
 
 from mmner.config import load_config
 from mmner.data.post import Post
@@ -170,6 +174,73 @@ def test_a_trained_run_indexes_its_training_posts_only(tiny_model_params, tiny_v
     assert not any(k.startswith("index") for k in model.state_dict())
 
 
+# -- the frozen encoder is stored by reference ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_params, tiny_visual, tiny_corpus, tmp_path_factory) -> Path:
+    config = load_config(None, base=tiny_config(tiny_model_params["rgcn"], tiny_corpus, tiny_visual["caption"],
+                                                max_epochs=1))
+    run_dir = tmp_path_factory.mktemp("rgcn") / "run"
+    train(config, run_dir, quiet=True)
+    return run_dir
+
+
+def copy_run(run_dir: Path, target: Path, encoder: str | None = None) -> Path:
+    shutil.copytree(run_dir, target)
+    if encoder is not None:
+        config = yaml.safe_load((target / "config.yaml").read_text())
+        config["model"]["encoder"] = encoder
+        (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
+def test_weights_and_checkpoints_leave_the_frozen_encoder_out_and_load_restores_it(trained_run, tiny_encoder):
+    weights = load_file(str(trained_run / "model.safetensors"))
+    assert weights and not [k for k in weights if k.startswith("frozen.")]
+    for ckpt in ("best.ckpt", "last.ckpt"):
+        state = torch.load(trained_run / "checkpoints" / ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        assert state and not [k for k in state if ".frozen." in k]
+    _, model = load_run(trained_run, torch.device("cpu"))
+    pretrained = BertModel.from_pretrained(str(tiny_encoder), add_pooling_layer=False).state_dict()
+    frozen = model.frozen.state_dict()
+    assert frozen.keys() == pretrained.keys()
+    assert all(torch.equal(frozen[k], pretrained[k]) for k in pretrained)
+    assert model.index.meta["encoder_digest"] == model.encoder_digest()
+    # the fine-tuned encoder is the file's, not the pretrained one
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, weights["encoder.embeddings.word_embeddings.weight"])
+
+
+def test_a_run_whose_encoder_is_not_here_names_model_encoder(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run", encoder=str(tmp_path / "gone"))
+    with pytest.raises(MmnerError, match="model.encoder = .*gone.* cannot be loaded here"):
+        load_run(run, torch.device("cpu"))
+
+
+def test_an_encoder_with_other_weights_than_the_index_was_built_with_is_an_error(trained_run, tiny_encoder,
+                                                                                 tmp_path):
+    other = tmp_path / "other-encoder"
+    shutil.copytree(tiny_encoder, other)
+    encoder = BertModel.from_pretrained(str(other), add_pooling_layer=False)
+    with torch.no_grad():
+        encoder.embeddings.word_embeddings.weight.add_(0.01)
+    encoder.save_pretrained(other)
+    run = copy_run(trained_run, tmp_path / "run", encoder=str(other))
+    with pytest.raises(MmnerError, match="other weights than the encoder its rgcn index was built with"):
+        load_run(run, torch.device("cpu"))
+
+
+def test_runs_that_stored_the_frozen_encoder_still_load_without_it(trained_run, tmp_path):
+    _, model = load_run(trained_run, torch.device("cpu"))
+    full = {k: v.contiguous() for k, v in model.state_dict(keep_vars=False).items()}
+    full.update({f"frozen.{k}": v.clone() + 1.0 for k, v in model.frozen.state_dict().items()})
+    run = copy_run(trained_run, tmp_path / "run", encoder=str(tmp_path / "gone"))  # never looked up
+    save_file(full, str(run / "model.safetensors"))
+    _, legacy = load_run(run, torch.device("cpu"))
+    assert torch.equal(legacy.frozen.embeddings.word_embeddings.weight,
+                       model.frozen.embeddings.word_embeddings.weight + 1.0)
+
+
 # -- the gate, parameters, configuration ----------------------------------------------------------
 
 
@@ -291,3 +362,17 @@ def test_the_shared_index_cache_builds_once_per_dataset_and_visual_input(tiny_mo
     third.build_index(posts[:10], visual)
     assert third.index.meta["cache_hit"] is False and len(third.index) == 10
     assert len(list((tmp_path / "rgcn-index").iterdir())) == 3
+
+
+def test_an_interrupted_run_resumes_with_the_pretrained_frozen_encoder(trained_run, tiny_model_params, tiny_visual,
+                                                                       tiny_corpus, tiny_encoder, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    (run / "model.safetensors").unlink()  # stopped before the end: checkpoints only
+    config = load_config(None, base=tiny_config(tiny_model_params["rgcn"], tiny_corpus, tiny_visual["caption"],
+                                                max_epochs=2))
+    train(config, run, resume=True, quiet=True)
+    _, model = load_run(run, torch.device("cpu"))
+    pretrained = BertModel.from_pretrained(str(tiny_encoder), add_pooling_layer=False)
+    assert torch.equal(model.frozen.embeddings.word_embeddings.weight, pretrained.embeddings.word_embeddings.weight)
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["epochs"] == 2 and test["resumed"] is True

@@ -10,7 +10,10 @@ the help of *other* posts' images, found by similarity in an index over the trai
   over the caption; grid: the mean of its grid regions), its text embedding (the frozen encoder,
   mean-pooled over the text) and whether it has an image. No labels are stored.
 - Queries are embedded the same way, by the same frozen encoder, in `forward`, so a new post at
-  predict time is embedded exactly as the index was. Nearest neighbours (`nearest`): exact cosine
+  predict time is embedded exactly as the index was. The frozen encoder is the pretrained one, so it is
+  stored by reference, not copied into model.safetensors or the checkpoints: `load` brings it back from
+  `model.encoder` (a packaged name or local directory) and checks it against the digest the index was
+  built with. Nearest neighbours (`nearest`): exact cosine
   search, one batched matrix product per chunk of the index, top-k merged across chunks.
 - Inter-modal relation graph, per post: the text node and the images of the `neighbors` training posts
   whose images match the text best (text-to-image similarity; with grid regions, which are not in the
@@ -63,13 +66,14 @@ from mmner.models.blocks import (
 )
 from mmner.models.registry import register
 from mmner.tagging.vocab import LabelVocab
-from mmner.text.encoders import cache_dir
+from mmner.text.encoders import cache_dir, load_encoder, resolve_encoder
 
 if TYPE_CHECKING:
     from mmner.vision.inputs import VisualInput, VisualInputs
 
 INDEX_DIR = "rgcn_index"
 _INDEX_VERSION = 1  # of how index vectors are computed; part of the shared cache's key
+FROZEN = "frozen."  # state-dict prefix of the frozen encoder, kept out of saved weights
 
 
 class RGCNParams(BertCRFParams, RegionParams):
@@ -87,6 +91,24 @@ class RGCNParams(BertCRFParams, RegionParams):
     # dataset, encoder and visual input build it once. The key covers the frozen weights, the posts
     # and their visual inputs, so a changed caption file or encoder builds a new one.
     index_cache: bool = True
+
+
+def _drop_frozen(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state if k.startswith(prefix + FROZEN)]:
+        del state[key]
+
+
+def _frozen_not_missing(module: nn.Module, incompatible: Any) -> None:
+    """Weights without the frozen encoder load strictly (the encoder comes from `model.encoder`)."""
+    missing = incompatible.missing_keys
+    missing[:] = [k for k in missing if not (k.startswith(FROZEN) or f".{FROZEN}" in k)]
+
+
+def _has_frozen_weights(path: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith(FROZEN) for k in f.keys())
 
 
 def _chunks(items: list, size: int):
@@ -236,6 +258,9 @@ class RGCN(BertCRF):
         # is fine-tuned and would drift away from the index built before training.
         self.frozen = copy.deepcopy(encoder).eval()
         self.frozen.requires_grad_(False)
+        # It is the pretrained encoder, so weights files and checkpoints leave it out (`load` restores it).
+        self.register_state_dict_post_hook(_drop_frozen)
+        self.register_load_state_dict_post_hook(_frozen_not_missing)
         self.index = RelationIndex(self.region_dim, h)
         self.image_proj = nn.Linear(self.region_dim, h)  # image embeddings -> node features
         if params.inter:
@@ -284,7 +309,7 @@ class RGCN(BertCRF):
                        torch.cat(texts) if texts else torch.zeros(0, self.hidden),
                        torch.cat(valid) if valid else torch.zeros(0, dtype=torch.bool),
                        fingerprints, source=visual.source, detail=visual.detail, encoder=self.params.encoder,
-                       build_seconds=round(time.perf_counter() - started, 3))
+                       encoder_digest=self.encoder_digest(), build_seconds=round(time.perf_counter() - started, 3))
         if shared is not None:
             partial = shared.with_name(f"{shared.name}.{os.getpid()}.partial")
             self.index.save(partial)
@@ -297,9 +322,7 @@ class RGCN(BertCRF):
     def _index_key(self, posts: list[Post], visual: VisualInputs) -> str:
         """What the index is a function of: frozen weights, featurisation, the posts and their visual inputs."""
         digest = hashlib.sha1()
-        weights = list(self.frozen.parameters())
-        for tensor in (weights[0], weights[-1]):  # the embedding table and the last layer identify the weights
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        digest.update(self.encoder_digest().encode())
         digest.update(json.dumps([_INDEX_VERSION, self.params.encoder, self.max_length, self.params.caption_tokens,
                                   self.region_dim, visual.source, visual.detail]).encode())
         for chunk in _chunks(posts, self.params.index_batch_size):
@@ -315,11 +338,36 @@ class RGCN(BertCRF):
         super().save_artifacts(run_dir)
         self.index.save(run_dir / INDEX_DIR)
 
+    def encoder_digest(self) -> str:
+        """Identifies the frozen encoder's weights: its embedding table and its last tensor."""
+        digest = hashlib.sha1()
+        weights = list(self.frozen.parameters())
+        for tensor in (weights[0], weights[-1]):
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     @classmethod
     def load(cls, params: RGCNParams, labels: LabelVocab, run_dir: Path) -> RGCN:
-        model = super().load(params, labels, run_dir)
-        model.index.load(run_dir / INDEX_DIR)  # type: ignore[attr-defined]
-        return model  # type: ignore[return-value]
+        model: RGCN = super().load(params, labels, run_dir)  # type: ignore[assignment]
+        model.index.load(run_dir / INDEX_DIR)
+        weights = run_dir / "model.safetensors"  # absent when an interrupted training resumes
+        if not (weights.is_file() and _has_frozen_weights(weights)):  # (earlier runs carry a copy)
+            model._restore_frozen(run_dir)
+        return model
+
+    def _restore_frozen(self, run_dir: Path) -> None:
+        """The pretrained encoder the index was built with, from `model.encoder`, checked by its digest."""
+        name = self.params.encoder
+        try:
+            pretrained = load_encoder(resolve_encoder(name), pretrained=True)
+            self.frozen.load_state_dict(pretrained.state_dict(), strict=True)
+        except (MmnerError, RuntimeError) as exc:
+            raise MmnerError(f"{run_dir}: rgcn embeds posts with the pretrained encoder model.encoder = {name!r}, "
+                             f"which cannot be loaded here: {str(exc).splitlines()[0]}") from exc
+        built_with = self.index.meta.get("encoder_digest")
+        if built_with is not None and built_with != self.encoder_digest():
+            raise MmnerError(f"{run_dir}: model.encoder = {name!r} here has other weights than the encoder its "
+                             "rgcn index was built with; use the same encoder files")
 
     # -- data -----------------------------------------------------------------------------------
     def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:

@@ -31,6 +31,24 @@ from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
 
+
+def _quiet_lightning() -> None:
+    """Drop two Lightning messages that say nothing about the run: an advert for a cloud logger, and the
+    warning about modules in eval mode, which here are always deliberate (`train` puts the model in
+    training mode; only frozen parts such as rgcn's index encoder stay in eval mode)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _AdvertFilter) for f in logger.filters):
+            logger.addFilter(_AdvertFilter())
+
+
+class _AdvertFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
 BEST = "best.ckpt"
 LAST = "last.ckpt"
 
@@ -250,6 +268,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         model.save_artifacts(run_dir)
 
     t = config.trainer
+    _quiet_lightning()
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="valid_f1", mode="max", save_top_k=1, save_last=True,
         enable_version_counter=False,
@@ -267,7 +286,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=config.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
-        limit_val_batches=t.limit_val_batches,
+        limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,  # (None: no notice)
         callbacks=[checkpoint, stopper],
         logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
         enable_progress_bar=not quiet,
