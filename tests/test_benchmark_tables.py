@@ -69,3 +69,50 @@ def test_baselines_table_keeps_text_only_baselines(bench, tmp_path):
     baselines.table(runs, out)
     records = json.loads(out.with_suffix(".json").read_text())
     assert [r["run"] for r in records] == ["bert-crf-minilm-twitter2017-s13"]
+
+
+# -- the leaderboard: every system against bert-crf, with a paired bootstrap over test posts ------
+
+
+def make_scored_run(runs: Path, name: str, model: str, seed: int, gold: Path, wrong: int, visual: str = "none") -> float:
+    """A run whose test predictions are the gold tags with the entities of the first `wrong` posts removed;
+    returns its F1."""
+    from mmner.data.readers import read_conll, write_conll
+    from mmner.tagging.scorer import score
+
+    posts = read_conll(gold)
+    pred = [["O"] * len(p.tokens) if i < wrong else list(p.tags) for i, p in enumerate(posts)]
+    f1 = score([p.tags for p in posts], pred)["f1"]
+    make_run(runs, name, model, seed, f1, visual)
+    run = runs / name
+    (run / "config.yaml").write_text(f"seed: {seed}\ndata:\n  train: {gold}\n  test: {gold}\n")
+    (run / "predictions").mkdir()
+    write_conll(run / "predictions" / "test.conll", posts, pred)
+    return f1
+
+
+def test_leaderboard_ranks_systems_and_pairs_them_with_bert_crf_by_seed(bench, monkeypatch, tmp_path, tiny_corpus):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("leaderboard", None)
+    import leaderboard
+
+    gold, runs = tiny_corpus["test"], tmp_path / "runs"
+    ref = {s: make_scored_run(runs, f"bert-crf-minilm-twitter2017-s{s}", "bert-crf", s, gold, w)
+           for s, w in ((13, 6), (21, 4))}
+    cap = {s: make_scored_run(runs, f"bert-crf-caption-minilm-twitter2017-s{s}", "bert-crf-caption", s, gold, w,
+                              "caption") for s, w in ((13, 2), (21, 2), (42, 0))}
+    worse = make_scored_run(runs, "umt-no-gate-minilm-twitter2017-s13", "umt", 13, gold, 10, "caption")
+    sections = leaderboard.build(runs, resamples=300, seed=0)
+    (sec,) = sections
+    assert [r["system"] for r in sec["rows"]] == ["bert-crf-caption", "bert-crf", "umt-no-gate"]
+    top, base, last = sec["rows"]
+    assert "vs_reference" not in base and base["seeds"] == [13, 21]
+    vs = top["vs_reference"]
+    assert vs["seeds"] == [13, 21]  # seed 42 has no bert-crf to pair with
+    assert vs["delta"] == pytest.approx(((cap[13] - ref[13]) + (cap[21] - ref[21])) / 2, abs=0.01)  # (F1s rounded)
+    assert vs["delta"] > 0
+    assert vs["ci_low"] <= vs["delta"] <= vs["ci_high"] and 0 < vs["p_value"] <= 1
+    assert last["vs_reference"]["delta"] == pytest.approx(worse - ref[13], abs=0.01) and worse < ref[13]
+    text = leaderboard.render(sections, 300)
+    assert "| 1 | `bert-crf-caption` | caption | 13, 21, 42 |" in text and "(seeds 13, 21)" in text
+    assert leaderboard.build(runs, 300, 0) == sections  # the bootstrap is a function of its seed

@@ -75,6 +75,21 @@ def test_bootstrap_is_deterministic_and_paired():
     assert not np.array_equal(Bootstrap(200, 50, seed=5).weights, Bootstrap(200, 50, seed=6).weights)
 
 
+def test_bootstrap_over_seeds_pairs_each_seed_and_averages():
+    rng = np.random.default_rng(2)
+    gold = rng.integers(1, 4, size=150)
+    runs = [np.stack([np.minimum(gold, rng.integers(0, 4, size=150)), gold, gold], axis=1) for _ in range(4)]
+    boot = Bootstrap(150, resamples=300, seed=5)
+    one = boot.compare_seeds([runs[0]], [runs[1]])
+    assert {k: v for k, v in one.items() if k != "seeds"} == boot.compare(runs[0], runs[1]) and one["seeds"] == 1
+    two = boot.compare_seeds(runs[:2], runs[2:])
+    first, second = boot.compare(runs[0], runs[2]), boot.compare(runs[1], runs[3])
+    assert two["delta"] == pytest.approx((first["delta"] + second["delta"]) / 2, abs=0.01) and two["seeds"] == 2
+    assert two["ci_low"] <= two["delta"] <= two["ci_high"]
+    with pytest.raises(ValueError, match="one base and one other run per seed"):
+        boot.compare_seeds(runs[:2], runs[2:3])
+
+
 def test_train_fraction_takes_a_seeded_nested_subset():
     posts = [Post(f"p{i}", ["w"], ["O"]) for i in range(40)]
     half = training_subset(posts, DataConfig(train_fraction=0.5), seed=3)

@@ -57,14 +57,26 @@ class Bootstrap:
 
     def compare(self, base: np.ndarray, other: np.ndarray) -> dict[str, float | int]:
         """F1(other) - F1(base) in points, with its interval and p-value; both `[N, 3]` for the same posts."""
-        if base.shape != other.shape or base.shape[0] != self.n_posts:
-            raise ValueError(f"paired bootstrap needs counts for the same {self.n_posts} posts")
-        observed = float(f1_from_counts(other.sum(axis=0)) - f1_from_counts(base.sum(axis=0)))
-        samples = self.f1_samples(other) - self.f1_samples(base)
+        out = self.compare_seeds([base], [other])
+        del out["seeds"]
+        return out
+
+    def compare_seeds(self, bases: list[np.ndarray], others: list[np.ndarray]) -> dict[str, float | int]:
+        """As `compare` for runs of several seeds on the same posts, paired seed by seed: the difference is
+        the mean over seeds of F1(other_s) - F1(base_s); every resample draws the same posts for all seeds,
+        so the interval covers the choice of test posts (the spread over seeds is the std of the runs)."""
+        if not bases or len(bases) != len(others):
+            raise ValueError("paired bootstrap over seeds needs one base and one other run per seed")
+        for c in (*bases, *others):
+            if c.shape != (self.n_posts, 3):
+                raise ValueError(f"paired bootstrap needs counts for the same {self.n_posts} posts")
+        observed = float(np.mean([f1_from_counts(o.sum(axis=0)) - f1_from_counts(b.sum(axis=0))
+                                  for b, o in zip(bases, others)]))
+        samples = np.mean([self.f1_samples(o) - self.f1_samples(b) for b, o in zip(bases, others)], axis=0)
         extreme = int(np.sum(np.abs(samples - observed) >= abs(observed) - 1e-12))
         lo, hi = self.interval(samples)
         return {"delta": round(observed, 2), "ci_low": lo, "ci_high": hi,
-                "p_value": round((1 + extreme) / (self.resamples + 1), 4)}
+                "p_value": round((1 + extreme) / (self.resamples + 1), 4), "seeds": len(bases)}
 
     def describe(self) -> dict[str, float | int | str]:
         return {"test": TEST_NAME, "unit": "post", "resamples": self.resamples, "seed": self.seed,

@@ -1,0 +1,150 @@
+"""Every system on one table per dataset and encoder: which multimodal models beat text-only bert-crf,
+by how much, and whether the difference is more than the choice of test posts would give.
+
+    python benchmarks/leaderboard.py                     # docs/results/leaderboard.md and .json
+    python benchmarks/leaderboard.py --resamples 5000
+
+Rows are the finished runs under runs/bench (those of baselines.py, chen.py, umt.py, rpbert.py and
+rgcn.py; low-resource runs are left out), one row per config variant (`umt-no-gate`, `rpbert-soft`,
+...), ranked by mean test F1 over seeds. Each row is compared with bert-crf of the same dataset and
+encoder over the seeds both have: Δ is the mean over those seeds of the paired F1 difference, and the
+95% interval and p-value come from a paired bootstrap over test posts (`mmner.analysis.bootstrap`,
+seeds paired, the same resampled posts for every seed). The biLSTM baselines, whose "encoder" is a
+word-vector table, are in docs/results/baselines.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+from baselines import ROOT, _mean_std, collect
+from compare import DATASETS, ENCODERS, _dataset, variant_of
+
+REFERENCE = "bert-crf"
+# which committed table each row's run also appears in
+DOCS = {"bert-crf": "baselines", "bert-crf-caption": "chen", "visualbert-crf": "chen", "fusion-cm": "chen",
+        "fusion-vam": "chen", "fusion-cam": "chen", "fusion-tam": "chen", "umt": "umt", "rpbert": "rpbert",
+        "rgcn": "rgcn"}
+
+
+def post_counts(runs_dir: Path, run: str) -> np.ndarray:
+    """Per test post [correct, predicted, gold] entity counts of a run, scored as the run was."""
+    from mmner.analysis import runs as run_data
+    from mmner.analysis.slices import counts
+
+    return counts(run_data.load(runs_dir / run, "R").items)
+
+
+def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
+    """One entry per dataset and encoder: its rows, best first."""
+    from mmner.analysis.bootstrap import Bootstrap
+
+    records = [r for r in collect(runs_dir) if r.get("encoder") in ENCODERS.values() and _dataset(r) in DATASETS]
+    sections = []
+    for ds in DATASETS:
+        for enc in ENCODERS.values():
+            groups: dict[str, list[dict]] = {}
+            for r in records:
+                if _dataset(r) == ds and r["encoder"] == enc:
+                    groups.setdefault(variant_of(r["run"]), []).append(r)
+            if not groups:
+                continue
+            reference = {r["seed"]: r for r in groups.get(REFERENCE, [])}
+            cache: dict[str, np.ndarray] = {}
+
+            def counts_of(run: str) -> np.ndarray:
+                if run not in cache:
+                    cache[run] = post_counts(runs_dir, run)
+                return cache[run]
+
+            rows = []
+            for variant, rs in groups.items():
+                rs = sorted(rs, key=lambda r: r["seed"])
+                f1s = [r["f1"] for r in rs]
+                row = {"system": variant, "model": rs[0]["model"], "visual_source": rs[0]["visual_source"],
+                       "seeds": [r["seed"] for r in rs], "f1": round(statistics.mean(f1s), 2),
+                       "f1_std": round(statistics.stdev(f1s), 2) if len(f1s) > 1 else None,
+                       "gold_entities": rs[0]["gold_entities"], "runs": [r["run"] for r in rs],
+                       "results": DOCS.get(rs[0]["model"])}
+                shared = [r for r in rs if r["seed"] in reference]
+                if variant != REFERENCE and shared:
+                    bases = [counts_of(reference[r["seed"]]["run"]) for r in shared]
+                    others = [counts_of(r["run"]) for r in shared]
+                    boot = Bootstrap(len(bases[0]), resamples=resamples, seed=seed)
+                    row["vs_reference"] = {**boot.compare_seeds(bases, others), "seeds": [r["seed"] for r in shared]}
+                rows.append(row)
+            rows.sort(key=lambda row: -row["f1"])
+            sections.append({"dataset": ds, "encoder": enc, "reference": REFERENCE, "rows": rows,
+                             "variant": records[0].get("variant"),
+                             "visual_details": sorted({r["visual_detail"] for r in records if _dataset(r) == ds
+                                                       and r["encoder"] == enc and r.get("visual_detail")
+                                                       and r["visual_source"] != "none"})})
+    return sections
+
+
+def render(sections: list[dict], resamples: int) -> str:
+    lines = [
+        "# Leaderboard",
+        "",
+        "Made by `benchmarks/leaderboard.py` from the run directories under `runs/bench`: every system with a",
+        "finished run, ranked by mean test F1 (conlleval, entity level) over its seeds. Δ: mean over the seeds",
+        f"shared with `{REFERENCE}` (same dataset and encoder) of the paired F1 difference; 95% interval and",
+        f"p-value: paired bootstrap over test posts ({resamples} resamples, seeds paired). An interval that",
+        "contains 0 means the test set cannot tell the system from text-only bert-crf; with many rows, some",
+        "p < 0.05 are expected by chance alone. The seed-to-seed spread (±: std over seeds) is a second,",
+        "separate source of variation. Runs, configs and commits: the per-paper tables named in `table`.",
+    ]
+    for sec in sections:
+        ref = next((r for r in sec["rows"] if r["system"] == REFERENCE), None)
+        lines += ["", f"## {sec['dataset']}, {sec['encoder']}", ""]
+        lines += [f"Dataset variant: {sec['variant']}. Visual inputs: "
+                  + ("; ".join(sec["visual_details"]) or "none") + "."]
+        if ref and ref["f1_std"] is not None:
+            lines += ["", f"`{REFERENCE}` over seeds {', '.join(map(str, ref['seeds']))}: "
+                      f"{ref['f1']:.2f} ± {ref['f1_std']:.2f}."]
+        header = ["rank", "system", "visual", "seeds", "test F1", "Δ vs bert-crf", "95% interval", "p", "table"]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for rank, row in enumerate(sec["rows"], 1):
+            vs = row.get("vs_reference")
+            f1 = f"{row['f1']:.2f}" + (f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "")
+            if vs:
+                seeds = "" if len(vs["seeds"]) == len(row["seeds"]) else f" (seeds {', '.join(map(str, vs['seeds']))})"
+                delta, interval, p = f"{vs['delta']:+.2f}{seeds}", f"[{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}]", \
+                    f"{vs['p_value']:.3f}"
+            else:
+                delta = interval = p = "–"
+            table = f"[{row['results']}]({row['results']}.md)" if row["results"] else "–"
+            lines.append("| " + " | ".join([str(rank), f"`{row['system']}`", row["visual_source"],
+                                             ", ".join(map(str, row["seeds"])), f1, delta, interval, p, table]) + " |")
+    if not sections:
+        lines += ["", "No finished runs yet."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "leaderboard.md")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    args = parser.parse_args(argv)
+    from mmner.errors import MmnerError
+
+    try:
+        sections = build(args.runs_dir, args.resamples, args.seed)
+    except MmnerError as exc:
+        sys.exit(f"error: {exc}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(sections, args.resamples))
+    args.output.with_suffix(".json").write_text(json.dumps(
+        {"resamples": args.resamples, "bootstrap_seed": args.seed, "sections": sections}, indent=1) + "\n")
+    print(f"wrote {args.output} ({sum(len(s['rows']) for s in sections)} rows)")
+
+
+if __name__ == "__main__":
+    main()
