@@ -12,6 +12,10 @@ stopped after its request count or `--time-limit` seconds, whichever comes first
    the service micro-batches concurrent requests into shared model calls.
 3. `batch`: `--concurrency` clients sending `/v1/tag/batch` requests of `--posts-per-request` posts.
 
+Then, with the server stopped, `model-call`: in this process, the model call of single posts with and
+without what the model computes besides tags (region attention, relation score), alternating post by
+post (`--extras-posts` posts, 4 rounds, medians): what those outputs cost.
+
 Posts are the Twitter-2017 test texts with their BLIP-2 captions (from the data dir) or, without it, generated ones. Only
 loopback addresses are used, and the child server is stopped at the end.
 """
@@ -108,6 +112,36 @@ async def phase(base: str, name: str, make_request, requests: int, concurrency: 
     }
 
 
+def model_call_cost(run_dir: Path, bodies: list[dict], n: int, threads: int | None) -> dict | None:
+    """Median model call of single posts, tags only vs with the model's extras, alternating post by post."""
+    if n <= 0:
+        return None
+    import torch
+
+    from mmner import Tagger
+    from mmner.api import make_post
+    from mmner.train.run import predict_tags
+
+    if threads:
+        torch.set_num_threads(threads)
+    tagger = Tagger.load(run_dir)
+    posts = [make_post(b, i) for i, b in enumerate(bodies[:n])]
+    tagger.tag_posts(posts[:4])  # warm up, and the visual inputs
+    model, visual = tagger.model, tagger._visual
+    plain, full = [], []
+    for _ in range(4):
+        for post in posts:
+            started = time.perf_counter()
+            predict_tags(model, [post], progress=False, visual=visual)
+            plain.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            predict_tags(model, [post], progress=False, visual=visual, extras=[])
+            full.append(time.perf_counter() - started)
+    extras = [k for k, on in (("region attention", model.region_attention), ("relation score", model.relation_score)) if on]
+    return {"calls": len(plain), "extras": extras, "tags_only_ms": round(1000 * statistics.median(plain), 2),
+            "with_extras_ms": round(1000 * statistics.median(full), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -120,6 +154,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="the server's --threads (default: torch's, all cores)")
     parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per phase at most")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--extras-posts", type=int, default=100,
+                        help="posts in the model-call phase (0: skip it)")
     args = parser.parse_args()
 
     bodies, source = load_posts()
@@ -178,11 +214,12 @@ def main() -> None:
 
     import torch
 
+    extras_cost = model_call_cost(args.run_dir, bodies, args.extras_posts, args.threads)
     record = {
         "model": info["model"], "encoder": info["encoder"], "visual_source": info["visual_source"],
         "posts": source, "device": "cuda" if torch.cuda.is_available() else "cpu", "cpus": os.cpu_count(),
         "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads},
-        "phases": results,
+        "phases": results, "model_call": extras_cost,
     }
     print(f"model {record['model']} ({record['encoder']}), visual {record['visual_source']}, posts from {source}, "
           f"{record['device']} with {record['cpus']} CPUs, server threads {args.threads or 'default'}")
@@ -192,6 +229,9 @@ def main() -> None:
               f"concurrency {r['concurrency']:>2}: {r['posts_per_second']:>7} posts/s, "
               f"latency p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms, "
               f"{r['mean_posts_per_call']} posts per model call, {r['failed']} failed ({r['stopped_by']})")
+    if extras_cost:
+        print(f"  model-call         {extras_cost['calls']} single posts: median {extras_cost['tags_only_ms']} ms tags only, "
+              f"{extras_cost['with_extras_ms']} ms with {', '.join(extras_cost['extras']) or 'nothing else'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
