@@ -236,6 +236,18 @@ def test_read_ritual(tmp_path: Path) -> None:
     assert read_ritual(folder)[0].caption is None
 
 
+def test_a_ritual_folder_has_a_data_hash_like_a_file(tmp_path: Path) -> None:
+    from mmner.train.run import dataset_record
+
+    folder = ritual_folder(tmp_path)
+    record = dataset_record("twitter2017_samples:train", folder)
+    assert len(record["data_sha1"]) == 12 and record["variant"] == str(folder)
+    (folder / "1.jpg").write_bytes(b"not the labelled data")
+    assert dataset_record("x", folder)["data_sha1"] == record["data_sha1"]
+    write(folder / "texts.json", (folder / "texts.json").read_text().replace("Mets", "Jets"))
+    assert dataset_record("x", folder)["data_sha1"] != record["data_sha1"]
+
+
 def test_ritual_errors(tmp_path: Path) -> None:
     folder = ritual_folder(tmp_path)
     write(folder / "texts.json", '{"id": "1", "image_id": "1.jpg", "tokens": ["a", "b"], "label": ["O"]}\n')

@@ -4,7 +4,7 @@
     tagger = Tagger.load("runs/t17")
     tagger("RT @nasa: Launch from #CapeCanaveral today 🚀", image="post.jpg")
     # {"text": ..., "tokens": [...], "tags": [...], "entities": [{"text": "CapeCanaveral", "type": "LOC",
-    #   "start": 6, "end": 7, "char_start": 23, "char_end": 36}], "relation_score": 0.81 (models with one)}
+    #   "start": 7, "end": 8, "char_start": 23, "char_end": 36}], "relation_score": 0.81 (models with one)}
     tagger.batch([{"id": "1", "text": "...", "image": "a.jpg"}, "just a text", ...])
 
 Raw text is tokenised as the training data was (`mmner.data.readers.tokenize`), and entities carry

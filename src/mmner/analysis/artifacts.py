@@ -1,6 +1,6 @@
 """Per-post outputs beyond tags that a run directory may hold, and that `mmner report` reads.
 
-Both are JSON lines next to the run's predictions, one object per test post, keyed by the post id
+Both are JSON lines next to the run's predictions, one object per post of the split, keyed by the post id
 that the split's data file gives (`<file stem>-<n>` for CoNLL, e.g. `test-12`); order is free and
 posts may be missing (they are left out of the section, and the count is shown).
 

@@ -74,8 +74,19 @@ def dataset_record(name: str, path: Path) -> dict[str, Any]:
     return {
         "dataset": name,
         "variant": "UMT release" if known else str(path),
-        "data_sha1": hashlib.sha1(path.read_bytes()).hexdigest()[:12],
+        "data_sha1": data_sha1(path),
     }
+
+
+def data_sha1(path: Path) -> str:
+    """A data file's hash; for a folder of posts (RiTUAL samples), the hash of its JSON files' names and bytes."""
+    digest = hashlib.sha1()
+    if path.is_dir():
+        for file in sorted(path.glob("*.json")):
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    else:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _device() -> torch.device:
