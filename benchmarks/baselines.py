@@ -33,6 +33,7 @@ DEFAULT_CONFIGS = [
 
 def run(configs: list[str], seeds: list[int], runs_dir: Path, overrides: list[str]) -> None:
     from mmner.config import load_config
+    from mmner.errors import Interrupted
     from mmner.train.run import train
 
     for seed in seeds:  # one seed of everything first, so a partial run still covers every row
@@ -46,7 +47,10 @@ def run(configs: list[str], seeds: list[int], runs_dir: Path, overrides: list[st
             print(f"[{name} seed {seed}] {'resuming' if resume else 'training'} -> {out}", flush=True)
             if not resume and out.exists():
                 raise SystemExit(f"{out} exists without a checkpoint; remove it first")
-            metrics = train(config, out, resume=resume)
+            try:
+                metrics = train(config, out, resume=resume)
+            except Interrupted as exc:  # the next start resumes it
+                sys.exit(f"[{name} seed {seed}] interrupted: {exc}")
             print(f"[{name} seed {seed}] test F1 {metrics['test']['f1']}", flush=True)
 
 

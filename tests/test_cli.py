@@ -165,3 +165,41 @@ def test_predict_needs_no_gold(monkeypatch, capsys, tmp_path, tiny_encoder, tiny
                            "--output", str(tmp_path / "out.jsonl"))
     assert code == 0, err
     assert len(json.loads((tmp_path / "out.jsonl").read_text())["tags"]) == 2
+
+
+@pytest.mark.parametrize("how, code", [("sigterm", 143), ("ctrl-c", 130)])
+def test_a_stopped_training_says_so_and_resumes(monkeypatch, capsys, tmp_path, tiny_encoder, tiny_corpus, how, code):
+    """SIGTERM or Ctrl-C in the second epoch: a one-line message, its exit code (never 0), no finished-looking
+    run directory, and --resume continues from the first epoch's checkpoint."""
+    import os
+    import signal
+
+    from mmner.train.module import TaggerModule
+
+    run_dir = tmp_path / "run"
+    sets = ["--set", f"model.encoder={tiny_encoder}", "--set", "trainer.max_epochs=2"]
+    for split, path in tiny_corpus.items():
+        sets += ["--set", f"data.{split}={path}"]
+    step = TaggerModule.training_step
+
+    def stop_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler stops at the next batch
+            else:
+                raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(TaggerModule, "training_step", stop_in_epoch_two)
+    rc, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--output", str(run_dir), "--quiet")
+    assert rc == code
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted: ") and "in epoch 2" in line and "--resume" in line
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.safetensors").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    monkeypatch.setattr(TaggerModule, "training_step", step)
+    rc, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--output", str(run_dir),
+                         "--resume", "--quiet")
+    assert rc == 0, err
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["epochs"] == 2

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from mmner.errors import MmnerError
+from mmner.errors import Interrupted, MmnerError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -209,6 +209,9 @@ def main() -> None:
     except MmnerError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

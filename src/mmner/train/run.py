@@ -21,7 +21,7 @@ from mmner.config import Config, DataConfig, load_config
 from mmner.data import datadir
 from mmner.data.post import Post
 from mmner.data.readers import write_conll
-from mmner.errors import MmnerError
+from mmner.errors import Interrupted, MmnerError
 from mmner.models import registry
 from mmner.models.base import Tagger
 from mmner.tagging.scorer import score
@@ -66,6 +66,19 @@ def git_commit() -> str | None:
     if head.returncode != 0:
         return None
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def _interrupted(exc: SystemExit, run_dir: Path, last: Path, epoch: int) -> Interrupted:
+    """A stopped training as an error that says what is kept; never a finished-looking run (exit status 0)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    how, code = ("SIGTERM", 143) if isinstance(exc, SIGTERMException) else ("Ctrl-C", 130)
+    if last.is_file():
+        kept = (f"{last} holds the last finished epoch; continue with "
+                f"`mmner train CONFIG --output {run_dir} --resume`")
+    else:
+        kept = "no epoch had finished, nothing to resume"
+    return Interrupted(f"{run_dir}: training stopped by {how} in epoch {epoch + 1}; {kept}", code)
 
 
 def dataset_record(name: str, path: Path) -> dict[str, Any]:
@@ -310,7 +323,12 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     data = PostDataModule(model, posts["train"], posts["valid"], config, inputs)
     model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
+    except SystemExit as exc:  # Lightning ends on Ctrl-C with exit(1) and on SIGTERM with exit(0)
+        if not trainer.interrupted:
+            raise
+        raise _interrupted(exc, run_dir, ckpt_dir / LAST, trainer.current_epoch) from None
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
