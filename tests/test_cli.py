@@ -78,6 +78,10 @@ def test_train_evaluate_predict_resume(monkeypatch, capsys, tmp_path, tiny_encod
     log = (run_dir / "train_log.csv").read_text().splitlines()
     epochs = {row.split(",")[log[0].split(",").index("epoch")] for row in log[1:]}
     assert epochs == {"0", "1"}  # the first start's log survives the resume
+    column = log[0].split(",").index("epoch_seconds")
+    times = [float(row.split(",")[column]) for row in log[1:] if row.split(",")[column]]
+    assert len(times) == 2  # seconds per epoch: both epochs, not this start's time over both
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["seconds_per_epoch"] == round(sum(times) / 2, 1)
 
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(run_dir), "--data", str(tiny_corpus["test"]), "--json")
     assert code == 0, err

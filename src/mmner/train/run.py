@@ -337,7 +337,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict({k.removeprefix("model."): v for k, v in best["state_dict"].items()})
     save_model(model, str(run_dir / "model.safetensors"))
-    _write_train_log(run_dir)
+    epoch_seconds = [float(row["epoch_seconds"]) for row in _write_train_log(run_dir) if row.get("epoch_seconds")]
 
     model.to(_device())
     common = {
@@ -348,7 +348,9 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         "epochs": trainer.current_epoch,
         "best_epoch": int(best.get("epoch", -1)) + 1,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_epoch": round(train_seconds / max(trainer.current_epoch, 1), 1),
+        # every epoch's own time, over all starts of a resumed run (this start's wall time covers only its epochs)
+        "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds
+                                   else train_seconds / max(trainer.current_epoch, 1), 1),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "git_commit": git_commit(),
         "train_masked_images": visual["train"]["masked_images"],
@@ -383,8 +385,9 @@ def _log_version(run_dir: Path) -> str:
     return f"logs/part{n}"
 
 
-def _write_train_log(run_dir: Path) -> None:
-    """Lightning's CSV logs (one row per logged step or epoch, one file per start) become train_log.csv."""
+def _write_train_log(run_dir: Path) -> list[dict[str, str]]:
+    """Lightning's CSV logs (one row per logged step or epoch, one file per start) become train_log.csv;
+    returns its rows."""
     parts = sorted((run_dir / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:]))
     rows: list[dict[str, str]] = []
     for part in parts:
@@ -395,6 +398,7 @@ def _write_train_log(run_dir: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    return rows
 
 
 def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size: int = 64,
