@@ -31,6 +31,9 @@ from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
 
+BEST = "best.ckpt"
+LAST = "last.ckpt"
+
 
 def _quiet_lightning() -> None:
     """Drop two Lightning messages that say nothing about the run: an advert for a cloud logger, and the
@@ -48,9 +51,6 @@ def _quiet_lightning() -> None:
 class _AdvertFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "litlogger" not in str(record.msg)
-
-BEST = "best.ckpt"
-LAST = "last.ckpt"
 
 
 def git_commit() -> str | None:
