@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from baselines import ROOT, _mean_std, collect
+from baselines import ROOT, collect
 from compare import DATASETS, ENCODERS, _dataset, variant_of
 
 REFERENCE = "bert-crf"
@@ -48,12 +48,12 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
     sections = []
     for ds in DATASETS:
         for enc in ENCODERS.values():
-            groups: dict[str, list[dict]] = {}
-            for r in records:
-                if _dataset(r) == ds and r["encoder"] == enc:
-                    groups.setdefault(variant_of(r["run"]), []).append(r)
-            if not groups:
+            section = [r for r in records if _dataset(r) == ds and r["encoder"] == enc]
+            if not section:
                 continue
+            groups: dict[str, list[dict]] = {}
+            for r in section:
+                groups.setdefault(variant_of(r["run"]), []).append(r)
             reference = {r["seed"]: r for r in groups.get(REFERENCE, [])}
             cache: dict[str, np.ndarray] = {}
 
@@ -80,10 +80,9 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
                 rows.append(row)
             rows.sort(key=lambda row: -row["f1"])
             sections.append({"dataset": ds, "encoder": enc, "reference": REFERENCE, "rows": rows,
-                             "variant": records[0].get("variant"),
-                             "visual_details": sorted({r["visual_detail"] for r in records if _dataset(r) == ds
-                                                       and r["encoder"] == enc and r.get("visual_detail")
-                                                       and r["visual_source"] != "none"})})
+                             "variant": ", ".join(sorted({str(r.get("variant")) for r in section})),
+                             "visual_details": sorted({r["visual_detail"] for r in section
+                                                       if r.get("visual_detail") and r["visual_source"] != "none"})})
     return sections
 
 
