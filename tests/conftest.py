@@ -196,7 +196,7 @@ def tiny_config(model: dict, corpus: dict[str, Path], visual: dict | None = None
         "data": {k: str(v) for k, v in corpus.items()},
         "visual": visual or {"source": "none"},
         "optim": {"lr": 2e-2, "encoder_lr": 1e-3, "warmup": 0.0},
-        "trainer": {"max_epochs": 2, "batch_size": 8, "eval_batch_size": 8, "accelerator": "cpu", **trainer},
+        "trainer": {"max_epochs": 2, "batch_size": 8, "eval_batch_size": 8, "accelerator": "cpu", "threads": 1, **trainer},
     }
 
 

@@ -60,7 +60,8 @@ def test_gradient_reaches_the_visual_projection(name, source, tiny_model_params)
 
 
 def test_caption_reaches_bert_crf_caption(tiny_model_params):
-    model = build("bert-crf-caption", tiny_model_params).train()
+    # word embeddings trained here, so that their gradient shows which caption tokens were read
+    model = build("bert-crf-caption", tiny_model_params, freeze_embeddings=False).train()
     visual = [VisualInput(caption="zz qq"), VisualInput(problem="no image")]
     batch = model.collate([model.featurize(p, v) for p, v in zip(POSTS, visual)])
     model(batch)["loss"].backward()

@@ -259,6 +259,29 @@ def test_gate_is_in_unit_interval(tiny_model_params, tiny_corpus, tiny_captions)
     assert not hasattr(no_gate, "gate") and "gate" not in no_gate.eval()(batch_of(no_gate, posts[:2], visual))
 
 
+def test_training_reads_the_indexed_embeddings_instead_of_recomputing_them(tiny_model_params, tiny_corpus,
+                                                                           tiny_captions):
+    posts = read_conll(tiny_corpus["train"])
+    visual = captions(tiny_captions)
+    model = build(tiny_model_params, posts)
+    model.build_index(posts, visual)
+    batch = batch_of(model, posts[3:9], visual)
+    model.train()
+    calls = []
+    hook = model.frozen.register_forward_hook(lambda *args: calls.append(1))
+    read = model.embed(batch)
+    assert not calls  # no frozen-encoder pass for training posts
+    fresh = model.embed(batch, fresh=True)
+    assert calls
+    for key in ("text", "image", "image_valid"):
+        assert torch.allclose(read[key].float(), fresh[key].float(), atol=1e-5), key
+    model.eval()  # valid, test and new posts are always embedded by the encoder
+    calls.clear()
+    model.embed(batch)
+    assert calls
+    hook.remove()
+
+
 @pytest.mark.parametrize("switches", [{}, {"inter": False}, {"intra": False}, {"gate": False}])
 def test_every_trainable_parameter_gets_a_gradient_and_the_frozen_encoder_none(switches, tiny_model_params,
                                                                                 tiny_corpus, tiny_captions):

@@ -156,6 +156,30 @@ def report(
     typer.echo(f"report: {page}\nnumbers: {numbers}")
 
 
+@app.command()
+def sweep(
+    matrix: Path = typer.Argument(..., help="Matrix YAML: blocks of configs x datasets x seeds (benchmarks/matrix-*.yaml)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Run root (default: the matrix's `root`)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings at once; more than 1 needs a GPU."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every run's state and the ETA; run nothing."),
+    skip_failed: bool = typer.Option(False, "--skip-failed", help="Leave runs that failed before (default: retry them)."),
+) -> None:
+    """Train every run of a benchmark matrix that has not finished, one `mmner train` each.
+
+    Runs go to <root>/<config>-s<seed> (<root>/<tag>/... for tagged blocks),
+    their output to <run>.log. Finished runs are skipped, interrupted ones
+    resumed; a failed run is recorded in <root>/sweep-state.json and the sweep
+    goes on. Ctrl-C or SIGTERM stops the training in progress (it keeps its
+    last finished epoch); the same command continues. Exit 0: all done, 1: a
+    run failed.
+    """
+    from mmner.train.sweep import run_sweep
+
+    code = run_sweep(matrix, root=root, jobs=jobs, dry_run=dry_run, skip_failed=skip_failed)
+    if code:
+        raise typer.Exit(code)
+
+
 features_app = typer.Typer(no_args_is_help=True, help="Image features: precompute and cache grid features.")
 app.add_typer(features_app, name="features")
 

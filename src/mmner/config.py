@@ -53,6 +53,7 @@ class OptimConfig(Section):
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of all optimisation steps
     grad_clip: float = 1.0
+    fused: bool = True  # AdamW's fused kernel (one pass over all parameters); false: its per-tensor loop
 
 
 class TrainerConfig(Section):
@@ -66,8 +67,16 @@ class TrainerConfig(Section):
     devices: Union[int, str, list[int]] = 1
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"
-    num_workers: int = 0
+    # `auto`: bf16-mixed where the CPU (avx512_bf16 / AMX) or the GPU computes in bf16, else 32-true;
+    # or any Lightning precision ("32-true", "bf16-mixed", "16-mixed", ...). metrics.json says which ran.
+    precision: str = "auto"
+    # `bucket`: training batches drawn from length-sorted chunks of `bucket_batches` batches, the batch
+    # order shuffled (seeded), so a batch pads little; `random`: plain shuffled batches.
+    batching: Literal["bucket", "random"] = "bucket"
+    bucket_batches: int = Field(50, ge=1)
+    # torch threads; None: the cores this process may use (its CPU affinity)
+    threads: int | None = Field(None, ge=1)
+    num_workers: int = 0  # data-loader worker processes (0: featurise in the training process)
     log_every_n_steps: int = 20
     limit_val_batches: Union[int, float] = 1.0
 

@@ -26,6 +26,9 @@ class BertCRFParams(ModelParams):
     max_length: int = 512
     dropout: float = 0.1
     constrained: bool = True
+    # Keep the encoder's word-embedding table as pretrained: it is half of a small encoder's weights,
+    # almost all rows untouched by any one batch, yet AdamW would update every row each step.
+    freeze_embeddings: bool = True
 
 
 def pad_windows(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -63,6 +66,8 @@ class BertCRF(Tagger):
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.special = SpecialTokens.of(tokenizer)
+        if params.freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)
         limit = getattr(encoder.config, "max_position_embeddings", params.max_length)
         # Some position tables reserve slots (RoBERTa/MPNet padding offset): stay two below.
         self.max_length = min(params.max_length, limit - 2 if limit > 2 else limit)

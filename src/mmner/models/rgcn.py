@@ -300,7 +300,7 @@ class RGCN(BertCRF):
         for chunk in _chunks(posts, self.params.index_batch_size):
             items = [self.featurize(p, v) for p, v in zip(chunk, visual.get_many(chunk))]
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.collate(items).items()}
-            emb = self.embed(batch)
+            emb = self.embed(batch, fresh=True)
             images.append(emb["image"].cpu())
             texts.append(emb["text"].cpu())
             valid.append(emb["image_valid"].cpu())
@@ -385,9 +385,16 @@ class RGCN(BertCRF):
 
     # -- compute --------------------------------------------------------------------------------
     @torch.no_grad()
-    def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def embed(self, batch: dict[str, Any], fresh: bool = False) -> dict[str, torch.Tensor]:
         """The frozen embeddings of a batch's posts: `text` [B, H] (mean over every token of every
-        window, special tokens included, as sentence encoders pool), `image` [B, Dv], `image_valid` [B]."""
+        window, special tokens included, as sentence encoders pool), `image` [B, Dv], `image_valid` [B].
+
+        In training every post is an indexed training post, whose embeddings the index holds: they are
+        read from it rather than recomputed by the frozen encoder each epoch (unless `fresh`)."""
+        rows = batch.get("index_row")
+        if self.training and not fresh and rows is not None and len(rows) and bool((rows >= 0).all()):
+            index = self.index.on(rows.device)
+            return {"text": index.texts[rows], "image": index.images[rows], "image_valid": index.valid[rows]}
         attention = batch["attention_mask"]
         states = self.frozen(input_ids=batch["input_ids"], attention_mask=attention).last_hidden_state  # [N, T, H]
         weights = attention.to(states.dtype)

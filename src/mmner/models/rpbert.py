@@ -269,7 +269,7 @@ class RpBert(VisualBertCRF):
     def relation_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Task#1 (Eq. 7): cross entropy of the relation logits against `relation` [B]."""
         logits, _ = self.relation_pass({**batch, "_regions": self.visual(batch, self.encoder)})
-        return F.cross_entropy(logits, batch["relation"])
+        return F.cross_entropy(logits.float(), batch["relation"])  # fp32 under mixed precision too
 
     # -- compute --------------------------------------------------------------------------------
     def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

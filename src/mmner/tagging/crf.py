@@ -35,8 +35,10 @@ class CRFHead(nn.Module):
         self.register_buffer("trans_mask", trans, persistent=False)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per post. emissions [B, W, L], tags/mask [B, W]."""
-        return -self.crf(emissions.float(), tags, mask=mask.bool(), reduction="mean")
+        """Mean negative log-likelihood per post. emissions [B, W, L], tags/mask [B, W]. Always in fp32,
+        under mixed precision too: the log-partition sums scores over every path."""
+        with torch.autocast(emissions.device.type, enabled=False):
+            return -self.crf(emissions.float(), tags, mask=mask.bool(), reduction="mean")
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """Best tag ids per post (length = number of unmasked words; masks are left-aligned)."""
@@ -45,7 +47,8 @@ class CRFHead(nn.Module):
         trans = self.crf.transitions
         if self.constrained:
             start, end, trans = start + self.start_mask, end + self.end_mask, trans + self.trans_mask
-        return viterbi(emissions.float(), mask.bool(), start, trans, end)
+        with torch.autocast(emissions.device.type, enabled=False):
+            return viterbi(emissions.float(), mask.bool(), start.float(), trans.float(), end.float())
 
 
 def viterbi(

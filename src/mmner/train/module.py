@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -13,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 from transformers import get_linear_schedule_with_warmup
 
 from mmner.config import Config
@@ -65,15 +66,114 @@ class Collator:
         return batch
 
 
+def input_length(item: dict[str, Any]) -> int:
+    """How long a featurised post is as the model reads it: the sub-tokens of all its windows (a caption
+    pair's caption included), plus caption tokens or regions encoded beside the text; words for
+    word-level models. Batches of similar lengths pad little."""
+    windows = item.get("windows")
+    n = sum(len(w.input_ids) for w in windows) if windows else int(item.get("n_words") or 0)
+    if item.get("caption_ids"):
+        n += len(item["caption_ids"])
+    if item.get("regions") is not None:
+        n += int(item["regions"].shape[0])
+    return n
+
+
+def item_lengths(dataset: Dataset) -> list[int]:
+    """`input_length` of every item of a dataset (featurising, and caching, all its posts once)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    getitems = getattr(dataset, "__getitems__", None)
+    items = getitems(list(range(n))) if getitems is not None else [dataset[i] for i in range(n)]
+    return [input_length(item) for item in items]
+
+
+def bucket_batches(indices: list[int], lengths: list[int], batch_size: int, rng: random.Random | None,
+                   chunk_batches: int, drop_last: bool = False) -> list[list[int]]:
+    """Batches of posts of similar length. With `rng`: the posts are shuffled, cut into chunks of
+    `chunk_batches` batches, each chunk sorted by length and cut into batches, and the batch order is
+    shuffled (so a batch's posts are random but alike in length). Without: one length-sorted pass
+    (evaluation; callers restore the order from the items' `index`)."""
+    order = list(indices)
+    if rng is not None:
+        rng.shuffle(order)
+        chunk = batch_size * chunk_batches
+        chunks = [order[s : s + chunk] for s in range(0, len(order), chunk)]
+    else:
+        chunks = [order]
+    batches: list[list[int]] = []
+    for part in chunks:
+        part = sorted(part, key=lambda i: lengths[i])  # stable: equal lengths keep their order
+        batches += [part[s : s + batch_size] for s in range(0, len(part), batch_size)]
+    if drop_last:
+        batches = [b for b in batches if len(b) == batch_size]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+class EpochSampler(Sampler[int]):
+    """All indices in order, knowing the epoch (Lightning calls `set_epoch` on a batch sampler's
+    sampler, as on a `DistributedSampler`, which replaces this one under DDP and has `epoch` too)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _epoch_rng(sampler: Any, seed: int) -> random.Random:
+    """The shuffling of one epoch: a function of the run's seed and the epoch only, so a resumed run
+    draws the batches it would have drawn."""
+    return random.Random(f"{seed}:{getattr(sampler, 'epoch', 0)}")
+
+
+class BucketBatchSampler(BatchSampler):
+    """Length-bucketed batches (`bucket_batches`) over the indices `sampler` gives: shuffled per epoch
+    with `seed` when `shuffle`, else one length-sorted pass. Every index of the sampler exactly once."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool = False, lengths: list[int] | None = None,
+                 seed: int = 0, shuffle: bool = True, chunk_batches: int = 50) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths = list(lengths or [])
+        self.seed, self.shuffle, self.chunk_batches = seed, shuffle, chunk_batches
+
+    def __iter__(self):
+        rng = _epoch_rng(self.sampler, self.seed) if self.shuffle else None
+        yield from bucket_batches(list(self.sampler), self.lengths, self.batch_size, rng, self.chunk_batches,
+                                  self.drop_last)
+
+
 def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num_workers: int = 0,
-           visual: VisualInputs | None = None, gold: bool = True) -> DataLoader:
-    return DataLoader(
-        PostDataset(posts, model, visual, gold),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        collate_fn=Collator(model),
-        num_workers=num_workers,
-    )
+           visual: VisualInputs | None = None, gold: bool = True, sort: bool = False) -> DataLoader:
+    """Batches of featurised posts: shuffled, or in order; `sort`: in length order instead, each
+    batch's items carrying their `index` so that callers put the results back in post order."""
+    dataset = PostDataset(posts, model, visual, gold)
+    if sort and not shuffle and posts:
+        sampler = BucketBatchSampler(EpochSampler(len(dataset)), batch_size, lengths=item_lengths(dataset),
+                                     shuffle=False)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(model), num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=Collator(model),
+                      num_workers=num_workers)
+
+
+def train_loader(posts: list[Post], model: Tagger, config: Config, visual: VisualInputs | None = None) -> DataLoader:
+    """The tagging batches of one training epoch: length-bucketed (`trainer.batching: bucket`, seeded by
+    the run's seed and the epoch) or plain shuffled (`random`)."""
+    t = config.trainer
+    if t.batching == "random":
+        return loader(posts, model, t.batch_size, True, t.num_workers, visual)
+    dataset = PostDataset(posts, model, visual)
+    sampler = BucketBatchSampler(EpochSampler(len(dataset)), t.batch_size, lengths=item_lengths(dataset),
+                                 seed=config.seed, chunk_batches=t.bucket_batches)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(model), num_workers=t.num_workers)
 
 
 @dataclass
@@ -128,11 +228,16 @@ class TaskBatchSampler(BatchSampler):
     number of batches per task (a task's share is padded by repeating, as `DistributedSampler` does)."""
 
     def __init__(self, sampler, batch_size: int, drop_last: bool = False, sizes: list[int] | None = None,
-                 batch_sizes: list[int] | None = None) -> None:
+                 batch_sizes: list[int] | None = None, lengths: list[int] | None = None, seed: int = 0,
+                 chunk_batches: int = 50) -> None:
         super().__init__(sampler, batch_size, drop_last)
         self.sizes = list(sizes or [])
         self.batch_sizes = list(batch_sizes or [batch_size] * len(self.sizes))
         self.starts = [sum(self.sizes[:k]) for k in range(len(self.sizes) + 1)]
+        # With `lengths` (one per item of all tasks), each task's batches are length-bucketed and
+        # shuffled per epoch with `seed` (`bucket_batches`); without, they follow `sampler`'s order.
+        self.lengths = list(lengths) if lengths is not None else None
+        self.seed, self.chunk_batches = seed, chunk_batches
 
     def _buckets(self) -> list[list[int]]:
         buckets: list[list[int]] = [[] for _ in self.sizes]
@@ -147,7 +252,11 @@ class TaskBatchSampler(BatchSampler):
         return buckets
 
     def __iter__(self):
+        rng = _epoch_rng(self.sampler, self.seed) if self.lengths is not None else None
         for bucket, size in zip(self._buckets(), self.batch_sizes):
+            if rng is not None:
+                yield from bucket_batches(bucket, self.lengths, size, rng, self.chunk_batches, self.drop_last)
+                continue
             for s in range(0, len(bucket), size):
                 batch = bucket[s : s + size]
                 if len(batch) == size or not self.drop_last:
@@ -187,20 +296,28 @@ class PostDataModule(L.LightningDataModule):
         hook = getattr(self.model, "auxiliary_tasks", None)
         self.tasks = {task.name: task for task in (hook(self.config) if hook is not None else [])}
         if not self.tasks:
-            return loader(self.train, self.model, t.batch_size, True, t.num_workers, self.visual.get("train"))
+            return train_loader(self.train, self.model, self.config, self.visual.get("train"))
         tasks = list(self.tasks.values())
         main = PostDataset(self.train, self.model, self.visual.get("train"))
         dataset = TaskDataset([task.dataset for task in tasks] + [main])
-        sampler = TaskBatchSampler(RandomSampler(dataset), t.batch_size, False,
-                                   sizes=[len(d) for d in dataset.datasets],  # type: ignore[arg-type]
-                                   batch_sizes=[task.batch_size or t.batch_size for task in tasks] + [t.batch_size])
+        sizes = [len(d) for d in dataset.datasets]  # type: ignore[arg-type]
+        batch_sizes = [task.batch_size or t.batch_size for task in tasks] + [t.batch_size]
+        if t.batching == "bucket":
+            lengths = [n for d in dataset.datasets for n in item_lengths(d)]
+            sampler = TaskBatchSampler(EpochSampler(len(dataset)), t.batch_size, False, sizes=sizes,
+                                       batch_sizes=batch_sizes, lengths=lengths, seed=self.config.seed,
+                                       chunk_batches=t.bucket_batches)
+        else:
+            sampler = TaskBatchSampler(RandomSampler(dataset), t.batch_size, False, sizes=sizes,
+                                       batch_sizes=batch_sizes)
         collator = TaskCollator([task.collate for task in tasks] + [Collator(self.model)],
                                 [task.name for task in tasks] + [None])
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=t.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         t = self.config.trainer
-        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers, self.visual.get("valid"), gold=False)
+        return loader(self.valid, self.model, t.eval_batch_size, False, t.num_workers, self.visual.get("valid"), gold=False,
+                      sort=True)
 
 
 class TaggerModule(L.LightningModule):
@@ -259,6 +376,15 @@ class TaggerModule(L.LightningModule):
                      self.current_epoch + 1, result["precision"], result["recall"], result["f1"],
                      result["gold_entities"], seconds)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by the global norm. Lightning's mixed-precision plugin refuses to clip for a fused
+        optimizer (it assumes an fp16 gradient scaler); without a scaler (fp32, bf16) the gradients are
+        the true ones, so they are clipped here directly."""
+        if gradient_clip_val and optimizer.defaults.get("fused"):
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         o = self.config.optim
         groups = self.model.parameter_groups()
@@ -269,7 +395,10 @@ class TaggerModule(L.LightningModule):
             no_decay = [p for p in params if p.ndim <= 1]
             param_groups.append({"params": decay, "lr": lrs[name], "weight_decay": o.weight_decay})
             param_groups.append({"params": no_decay, "lr": lrs[name], "weight_decay": 0.0})
-        optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]])
+        # The fused kernel updates every parameter in one pass (on the CPU about 4x faster than the loop);
+        # not under fp16 mixed precision, whose gradient scaler must unscale before clipping.
+        scaled = "16-mixed" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision)
+        optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]], fused=o.fused and not scaled)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

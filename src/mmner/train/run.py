@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import random
 import subprocess
 import time
@@ -106,6 +107,42 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty where that cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(precision: str, accelerator: str = "auto", flags: set[str] | None = None,
+                      cuda: bool | None = None, cuda_bf16: bool | None = None) -> str:
+    """`trainer.precision` as Lightning takes it. `auto`: bf16-mixed where the device computes in bf16
+    natively (a GPU that supports it; a CPU with avx512_bf16 or AMX), else 32-true, since emulated bf16
+    is slower than fp32. Any other value is passed through. `flags`, `cuda`, `cuda_bf16`: for tests."""
+    if precision != "auto":
+        return precision
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if cuda and accelerator in ("auto", "gpu", "cuda"):
+        supported = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        return "bf16-mixed" if supported else "32-true"
+    flags = cpu_flags() if flags is None else flags
+    return "bf16-mixed" if flags & {"avx512_bf16", "amx_bf16"} else "32-true"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
                  extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None) -> list[list[str]]:
     """IOB2 tags for each post, one per token.
@@ -121,22 +158,28 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
                          "(predict_tags(..., visual=mmner.train.run.visual_inputs(config)))")
     model.eval()
     device = next(model.parameters()).device
-    out: list[list[str]] = []
+    # Batches in length order (little padding); results go back to post order by each item's index.
+    ids: list[list[int] | None] = [None] * len(posts)
+    rows: list[dict[str, Any]] = [{} for _ in posts]
     with torch.inference_mode():
         for batch in tqdm(
-            loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False), desc="tagging", unit="batch",
-            disable=None if progress else True, leave=False,  # None: no bar when stderr is not a terminal (logs)
+            loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True), desc="tagging",
+            unit="batch", disable=None if progress else True, leave=False,  # None: no bar when stderr is not a terminal
         ):
+            index = batch["index"]
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if extras is not None and hasattr(model, "predict"):
                 result = dict(model.predict(batch))
                 ids_per_post = result.pop("tags")
-                extras.extend({k: v[i] for k, v in result.items()} for i in range(len(ids_per_post)))
+                for j, i in enumerate(index):
+                    rows[i] = {k: v[j] for k, v in result.items()}
             else:
                 ids_per_post = model.decode(batch)
-                if extras is not None:
-                    extras.extend({} for _ in ids_per_post)
-            out.extend(model.labels.decode(ids) for ids in ids_per_post)
+            for i, post_ids in zip(index, ids_per_post):
+                ids[i] = post_ids
+    if extras is not None:
+        extras.extend(rows)
+    out = [model.labels.decode(post_ids or []) for post_ids in ids]
     for post, tags in zip(posts, out):
         assert len(tags) == len(post.tokens), f"post {post.id}: {len(tags)} tags for {len(post.tokens)} tokens"
     return out
@@ -236,7 +279,19 @@ def _seed_everything(seed: int) -> None:
 
 
 def train(config: Config, output: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train a model and write the run directory; returns metrics.json's content."""
+    """Train a model and write the run directory; returns metrics.json's content. Runs on
+    `trainer.threads` torch threads (default: the cores this process may use), then restores the
+    caller's thread count."""
+    threads = config.trainer.threads or usable_cores()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(config, output, resume, quiet, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(config: Config, output: str | Path, resume: bool, quiet: bool, threads: int) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -292,6 +347,9 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         model.save_artifacts(run_dir)
 
     t = config.trainer
+    precision = resolve_precision(t.precision, t.accelerator)
+    log.info("precision %s (trainer.precision: %s), %d threads, %s batches", precision, t.precision, threads,
+             "length-bucketed" if t.batching == "bucket" else "random")
     _quiet_lightning()
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="valid_f1", mode="max", save_top_k=1, save_last=True,
@@ -306,7 +364,7 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=config.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
@@ -352,6 +410,10 @@ def train(config: Config, output: str | Path, resume: bool = False, quiet: bool 
         "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds
                                    else train_seconds / max(trainer.current_epoch, 1), 1),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "trainer_precision": precision,
+        "threads": threads,
+        "batching": t.batching,
+        "frozen_embeddings": bool(getattr(params, "freeze_embeddings", False)),
         "git_commit": git_commit(),
         "train_masked_images": visual["train"]["masked_images"],
         "train_fraction": d.train_fraction,

@@ -1,0 +1,176 @@
+"""The fast training path: length-bucketed batches, precision `auto`, frozen word embeddings, threads."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from mmner.config import load_config
+from mmner.train.module import (
+    BucketBatchSampler,
+    EpochSampler,
+    TaskBatchSampler,
+    bucket_batches,
+    input_length,
+)
+from mmner.train.run import predict_tags, resolve_precision, train
+
+
+def _epoch(sampler: BucketBatchSampler | TaskBatchSampler, epoch: int) -> list[list[int]]:
+    sampler.sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_bucketed_batches_cover_every_post_once_per_epoch():
+    lengths = [random.Random(i).randint(3, 60) for i in range(203)]
+    sampler = BucketBatchSampler(EpochSampler(203), 16, lengths=lengths, seed=13, chunk_batches=4)
+    for epoch in range(3):
+        batches = _epoch(sampler, epoch)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(203))
+        assert len(batches) == len(sampler) == 13
+        assert all(len(b) <= 16 for b in batches)
+
+
+def test_bucketed_batches_are_seeded_and_change_per_epoch():
+    lengths = [random.Random(i).randint(3, 60) for i in range(200)]
+
+    def draw(seed: int, epoch: int) -> list[list[int]]:
+        return _epoch(BucketBatchSampler(EpochSampler(200), 16, lengths=lengths, seed=seed, chunk_batches=4), epoch)
+
+    assert draw(13, 0) == draw(13, 0)  # reproducible, also in a fresh sampler (a resumed run)
+    assert draw(13, 0) != draw(21, 0)
+    assert draw(13, 0) != draw(13, 1)
+
+
+def test_bucketed_batches_pad_less_than_random_ones():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 60) for _ in range(800)]
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    bucketed = bucket_batches(list(range(800)), lengths, 16, random.Random(1), chunk_batches=10)
+    order = list(range(800))
+    random.Random(1).shuffle(order)
+    shuffled = [order[s : s + 16] for s in range(0, 800, 16)]
+    assert padded(bucketed) < 0.8 * padded(shuffled)
+    # inside a chunk, every batch holds posts of neighbouring lengths
+    assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 20 for b in bucketed)
+
+
+def test_sorted_pass_without_shuffle():
+    lengths = [5, 1, 4, 1, 3]
+    batches = bucket_batches(list(range(5)), lengths, 2, None, chunk_batches=1)
+    assert batches == [[1, 3], [4, 2], [0]]  # ascending length, ties in index order
+
+
+def test_task_batches_bucket_within_each_task():
+    sizes = [30, 50]
+    lengths = [random.Random(i).randint(1, 40) for i in range(80)]
+    sampler = TaskBatchSampler(EpochSampler(80), 8, sizes=sizes, batch_sizes=[6, 8], lengths=lengths, seed=3,
+                               chunk_batches=2)
+    batches = _epoch(sampler, 0)
+    tasks = [0 if max(b) < 30 else 1 for b in batches]
+    assert all(min(b) >= 30 or max(b) < 30 for b in batches)  # one task per batch
+    assert tasks == sorted(tasks)  # auxiliary task first, then tagging (Algorithm 1)
+    assert sorted(i for b in batches for i in b) == list(range(80))
+    assert batches == _epoch(sampler, 0) and batches != _epoch(sampler, 1)
+
+
+def test_input_length_counts_what_the_model_reads():
+    class W:
+        def __init__(self, n: int) -> None:
+            self.input_ids = [0] * n
+
+    assert input_length({"windows": [W(10), W(6)], "n_words": 12}) == 16
+    assert input_length({"windows": [W(10)], "caption_ids": [1, 2, 3]}) == 13
+    assert input_length({"windows": [W(10)], "regions": torch.zeros(49, 8), "caption_ids": None}) == 59
+    assert input_length({"word_ids": [1, 2], "n_words": 2}) == 2
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx512f", "avx512_bf16"}, "bf16-mixed"),
+    ({"amx_bf16", "amx_tile"}, "bf16-mixed"),
+    ({"avx2", "avx512f"}, "32-true"),
+    (set(), "32-true"),
+])
+def test_precision_auto_on_the_cpu(flags, expected):
+    assert resolve_precision("auto", "auto", flags=flags, cuda=False) == expected
+    assert resolve_precision("auto", "cpu", flags=flags, cuda=True) == expected  # CPU asked for on a GPU machine
+
+
+def test_precision_auto_on_a_gpu_and_explicit_values():
+    assert resolve_precision("auto", "auto", flags=set(), cuda=True, cuda_bf16=True) == "bf16-mixed"
+    assert resolve_precision("auto", "gpu", flags={"avx512_bf16"}, cuda=True, cuda_bf16=False) == "32-true"
+    assert resolve_precision("32-true", flags={"avx512_bf16"}, cuda=False) == "32-true"
+    assert resolve_precision("bf16-mixed", flags=set(), cuda=False) == "bf16-mixed"
+
+
+def test_precision_auto_bad_key():
+    from mmner.errors import MmnerError
+
+    with pytest.raises(MmnerError, match="trainer.batching"):
+        load_config(None, base={"model": {"name": "bert-crf"}, "trainer": {"batching": "sorted"}})
+
+
+def _model_config(tiny_model_params, tiny_corpus, **trainer):
+    base = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, threads=1, **trainer)
+    return load_config(None, base=base)
+
+
+def test_training_records_its_fast_path(tiny_model_params, tiny_corpus, tmp_path):
+    config = _model_config(tiny_model_params, tiny_corpus, precision="bf16-mixed")
+    metrics = train(config, tmp_path / "run", quiet=True)["test"]
+    assert metrics["trainer_precision"] == "bf16-mixed"
+    assert metrics["batching"] == "bucket" and metrics["threads"] == 1 and metrics["frozen_embeddings"] is True
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert saved["trainer_precision"] == "bf16-mixed"
+    assert torch.get_num_threads() == 1  # the caller's thread count is restored
+
+
+def test_frozen_word_embeddings_do_not_move(tiny_model_params, tiny_corpus, tmp_path):
+    from mmner.models import registry
+    from mmner.data.readers import read_conll
+    from mmner.tagging.vocab import LabelVocab
+
+    config = _model_config(tiny_model_params, tiny_corpus, precision="32-true")
+    params = config.model_params()
+    posts = read_conll(tiny_corpus["train"])
+    model = registry.get("bert-crf").create(params, LabelVocab.from_posts(posts, "bio"), posts)
+    before = model.encoder.get_input_embeddings().weight.detach().clone()
+    assert not model.encoder.get_input_embeddings().weight.requires_grad
+    assert all(p.requires_grad for n, p in model.named_parameters() if "word_embeddings" not in n)
+
+    train(config, tmp_path / "run", quiet=True)
+    from mmner.train.run import load_run
+
+    _, trained = load_run(tmp_path / "run")
+    assert torch.equal(trained.encoder.get_input_embeddings().weight.cpu(), before)
+    unfrozen = params.model_copy(update={"freeze_embeddings": False})
+    assert registry.get("bert-crf").create(unfrozen, model.labels, posts).encoder.get_input_embeddings().weight.requires_grad
+
+
+def test_sorted_prediction_keeps_post_order(tiny_model_params, tiny_corpus, tmp_path):
+    """Tagging in length-sorted batches gives every post the tags it gets alone."""
+    from mmner.data.readers import read_conll
+    from mmner.train.run import load_run
+
+    config = _model_config(tiny_model_params, tiny_corpus, precision="32-true")
+    train(config, tmp_path / "run", quiet=True)
+    _, model = load_run(tmp_path / "run")
+    from dataclasses import replace
+
+    corpus = read_conll(tiny_corpus["train"]) + read_conll(tiny_corpus["test"])
+    # posts of many lengths (prefixes, and posts joined), so that sorting reorders them
+    posts = [replace(p, tokens=p.tokens[: 1 + i % len(p.tokens)], tags=None) for i, p in enumerate(corpus)]
+    posts += [replace(a, id=f"{a.id}+{b.id}", tokens=a.tokens + b.tokens, tags=None) for a, b in zip(corpus, corpus[3:9])]
+    assert len({len(p.tokens) for p in posts}) > 5
+    together = predict_tags(model, posts, batch_size=5, progress=False)
+    alone = [predict_tags(model, [p], batch_size=1, progress=False)[0] for p in posts]
+    assert together == alone
+    assert [len(t) for t in together] == [len(p.tokens) for p in posts]
