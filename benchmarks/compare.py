@@ -119,7 +119,8 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
         detail = r.get("visual_detail", "") if r["visual_source"] != "none" else ""
         key = (_dataset(r), r["encoder"], spec.row_of(r), r["visual_source"], detail)
         groups.setdefault(key, []).append(r)
-    lines = [f"# {spec.title}", "", *spec.intro]
+    lines = [f"# {spec.title}", "", *spec.intro, "",
+             "What each row implements of its paper, and every deviation: [docs/fidelity.md](../fidelity.md)."]
     columns = [*spec.row_columns, "visual", "seeds", "test F1", *(ref.column for ref in spec.references), "P", "R",
                "masked", "gold entities", "paper F1", *(header for header, _ in spec.extra_columns),
                "epochs (best)", "s / epoch", "device"]

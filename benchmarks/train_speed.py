@@ -80,11 +80,12 @@ def f1_section(root: Path, records: list[dict]) -> list[str]:
         f"## Test F1 of `{F1_CONFIG}`, old and new path",
         "",
         "The config's full schedule (6 epochs, epoch chosen on valid F1), seeds 13, 21, 42, visual source none.",
+        "(Their epoch times are not a speed measurement: the machine was not kept idle for them.)",
         "Δ: the mean over seeds of each seed's F1 minus the old path's F1 of the same seed (paired); the",
         "speed costs no accuracy when |Δ| is within the old path's seed spread (its std).",
         "",
-        "| path | seeds | test F1 | valid F1 | Δ test vs old (paired) | per seed (test) | s / epoch | precision | embeddings |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| path | seeds | test F1 | valid F1 | Δ test vs old (paired) | per seed (test) | precision | embeddings |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     runs = {tag: [r for seed in (13, 21, 42) if (r := _run(root, tag, F1_CONFIG, seed)) is not None] for tag in F1_PATHS}
     old = {r["seed"]: r["test_f1"] for r in runs["old"]}
@@ -92,7 +93,7 @@ def f1_section(root: Path, records: list[dict]) -> list[str]:
     for tag, label in F1_PATHS.items():
         rs = runs[tag]
         if not rs:
-            lines.append(f"| {label} | – | not run yet | | | | | | |")
+            lines.append(f"| {label} | – | not run yet | | | | | |")
             continue
         records += rs
         common = [r for r in rs if r["seed"] in old]
@@ -108,7 +109,7 @@ def f1_section(root: Path, records: list[dict]) -> list[str]:
         lines.append(
             f"| {label} | {', '.join(str(r['seed']) for r in rs)} | {_mean_std([r['test_f1'] for r in rs])} | "
             f"{_mean_std([r['valid_f1'] for r in rs])} | {delta} | {', '.join(format(r['test_f1'], '.2f') for r in rs)} | "
-            f"{statistics.mean(r['seconds_per_epoch'] for r in rs):.1f} | {rs[0]['trainer_precision']} | "
+            f"{rs[0]['trainer_precision']} | "
             f"{'frozen' if rs[0]['frozen_embeddings'] else 'trained'} |")
     if verdicts:
         lines += [""] + verdicts

@@ -78,10 +78,11 @@ def test_resume_continues_a_half_written_output(monkeypatch, capsys, tmp_path, r
     assert part.read_text(encoding="utf-8") == "".join(full_lines)
     assert part.with_name("part.jsonl.errors.jsonl").read_text() == full_errors
 
-    # resuming a finished output tags nothing more
-    code, stdout, _ = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(posts), "-o", str(part),
-                              "--resume", "--quiet")
-    assert code == 0 and "tagged 0 posts, 0 failed" in stdout
+    # resuming a finished output tags nothing more, and still says that two posts are not in it
+    code, stdout, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(posts), "-o", str(part),
+                                "--resume", "--quiet")
+    assert "tagged 0 posts, 0 failed, resumed after 12 tagged and 2 failed (2 failed in all)" in stdout
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: 2 posts failed in earlier runs")
     assert part.read_text(encoding="utf-8") == "".join(full_lines)
 
 

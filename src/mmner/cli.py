@@ -22,6 +22,21 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from mmner import __version__
+
+        typer.echo(f"mmner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Multimodal named entity recognition for social-media posts."""
+
+
 def _print_score(result: dict, title: str) -> None:
     from mmner.tagging.scorer import format_score
 
@@ -96,6 +111,9 @@ def predict(
     if summary.failed:
         raise MmnerError(f"{summary.failed} of {summary.failed + summary.tagged} posts failed, the first at "
                          f"{summary.first_failure}; all are listed in {summary.errors_file}")
+    if summary.failed_total:  # a resumed run: the posts that failed before are still not tagged
+        raise MmnerError(f"{summary.failed_total} posts failed in earlier runs of this output and are not in it; "
+                         f"they are listed in {summary.errors_file}")
 
 
 @app.command()
@@ -123,15 +141,16 @@ def serve(
 
 @app.command()
 def score(
-    gold: Path = typer.Option(..., "--gold", help="Gold CoNLL file (token, tag per line)."),
+    gold: str = typer.Option(..., "--gold", help="Gold CoNLL file (token, tag per line), or a name such as twitter2017:test."),
     pred: Path = typer.Option(..., "--pred", help="Predicted CoNLL file, same tokens."),
     mode: str = typer.Option("conlleval", "--mode", help="conlleval (default) or strict IOB2."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score predicted tags against gold tags."""
+    from mmner.data import datadir
     from mmner.tagging.scorer import score_files
 
-    result = score_files(gold, pred, mode)
+    result = score_files(datadir.resolve(gold, None), pred, mode)
     if as_json:
         typer.echo(json.dumps(result))
     else:

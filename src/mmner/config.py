@@ -7,6 +7,7 @@ so `model.dropuot: 0.1` fails with the key and the allowed names, before anythin
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, Union
 
 import yaml
@@ -135,19 +136,27 @@ def _set(data: dict, dotted: str, raw: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
 
 
+def read_yaml(path: Path, what: str, text: Callable[[str], str] | None = None) -> Any:
+    """A YAML file's content (after `text` rewrites its text, if given); one-line errors naming the file
+    (and the line, for invalid YAML)."""
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise MmnerError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text(raw) if text is not None else raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise MmnerError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Read a YAML config (or start from `base`), apply `key=value` overrides, validate."""
     data: dict = dict(base or {})
     if path is not None:
         path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise MmnerError(f"{path}: cannot read config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise MmnerError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        loaded = read_yaml(path, "config")
         if loaded is not None and not isinstance(loaded, dict):
             raise MmnerError(f"{path}: a config must be a mapping of sections")
         data.update(loaded or {})

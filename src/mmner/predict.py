@@ -49,12 +49,22 @@ class PredictSummary:
     resumed_failed: int = 0  # posts that had already failed before this run
     first_failure: str | None = None
 
+    @property
+    def failed_total(self) -> int:
+        """Posts of the input that are not in the output: failed now or in the runs this one resumed."""
+        return self.failed + self.resumed_failed
+
     def line(self) -> str:
-        parts = [f"tagged {self.tagged} posts", f"{self.failed} failed"]
+        parts = [f"tagged {_posts(self.tagged)}", f"{self.failed} failed"]
         if self.resumed or self.resumed_failed:
-            parts.append(f"resumed after {self.resumed} tagged and {self.resumed_failed} failed")
-        where = f" (errors: {self.errors_file})" if self.failed else ""
+            parts.append(f"resumed after {self.resumed} tagged and {self.resumed_failed} failed "
+                         f"({self.failed_total} failed in all)")
+        where = f" (errors: {self.errors_file})" if self.failed_total else ""
         return ", ".join(parts) + f"{where} -> {self.output}"
+
+
+def _posts(n: int) -> str:
+    return f"{n} post" if n == 1 else f"{n} posts"
 
 
 def errors_path(output: Path) -> Path:

@@ -9,12 +9,29 @@ from mmner.serve.app import Limits, create_app
 __all__ = ["Limits", "create_app", "run_server"]
 
 
+def check_port(host: str, port: int) -> None:
+    """Bind `host:port` once, as uvicorn will (SO_REUSEADDR), so that a port in use is one clear error."""
+    import socket
+
+    from mmner.errors import MmnerError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise MmnerError(f"cannot serve at {host}:{port}: {exc.strerror or exc}; "
+                             "is another server running there? Choose another --port") from None
+
+
 def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
     """Load the run once and serve it with uvicorn until interrupted."""
     import uvicorn
 
     from mmner.api import Tagger
 
+    check_port(host, port)  # before loading the model: a busy port is known at once
     tagger = Tagger.load(run_dir, batch_size=(limits or Limits()).max_batch)
     app = create_app(tagger, limits)
     print(f"mmner: serving {tagger.name} from {run_dir} at http://{host}:{port}/ "

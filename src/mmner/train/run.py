@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -78,7 +79,7 @@ def _interrupted(exc: SystemExit, run_dir: Path, last: Path, epoch: int) -> Inte
         kept = (f"{last} holds the last finished epoch; continue with "
                 f"`mmner train CONFIG --output {run_dir} --resume`")
     else:
-        kept = "no epoch had finished, nothing to resume"
+        kept = (f"no epoch had finished; `mmner train CONFIG --output {run_dir} --resume` starts it again")
     return Interrupted(f"{run_dir}: training stopped by {how} in epoch {epoch + 1}; {kept}", code)
 
 
@@ -298,8 +299,22 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
 
     run_dir = Path(output)
     ckpt_dir = run_dir / "checkpoints"
+    if resume and (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file():
+        finished = json.loads((run_dir / "metrics.json").read_text())
+        trained = max((split.get("epochs", 0) for split in finished.values() if isinstance(split, dict)), default=0)
+        budget = max(load_config(run_dir / "config.yaml").trainer.max_epochs, trained)
+        if config.trainer.max_epochs <= budget:
+            # finished within this budget: nothing to continue; metrics.json and its provenance stay as they are
+            log.info("%s: finished already (metrics.json, trainer.max_epochs %d); nothing to resume, nothing "
+                     "changed (a larger trainer.max_epochs continues it)", run_dir, budget)
+            return finished
     if resume and not (ckpt_dir / LAST).is_file():
-        raise MmnerError(f"{run_dir}: nothing to resume (no checkpoints/{LAST})")
+        if not (run_dir / "config.yaml").is_file():
+            raise MmnerError(f"{run_dir}: nothing to resume (no run directory with checkpoints/{LAST})")
+        # stopped before its first epoch ended: nothing was kept, so `--resume` starts it again
+        log.info("%s: no epoch had finished; starting the run again", run_dir)
+        shutil.rmtree(run_dir)
+        resume = False
     if not resume and (run_dir / "config.yaml").exists():
         raise MmnerError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --output")
     _seed_everything(config.seed)
@@ -395,6 +410,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict({k.removeprefix("model."): v for k, v in best["state_dict"].items()})
     save_model(model, str(run_dir / "model.safetensors"))
+    _readable(run_dir / "model.safetensors")
     epoch_seconds = [float(row["epoch_seconds"]) for row in _write_train_log(run_dir) if row.get("epoch_seconds")]
 
     model.to(_device())
@@ -437,6 +453,14 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         metrics["test"].update(more(config, run_dir, t.eval_batch_size))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _readable(path: Path) -> None:
+    """The file's mode as the run directory's other files get it (0644 under the usual umask): the
+    safetensors writer creates its file private (0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def _log_version(run_dir: Path) -> str:

@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmner.errors import MmnerError
@@ -195,15 +194,10 @@ def _restore(node: Any) -> Any:
 def load_matrix(path: str | Path) -> tuple[Matrix, list[Run]]:
     """Read and check a matrix file; every config is resolved, so a bad one is an error now."""
     path = Path(path)
-    try:
-        # YAML reads `[umt-minilm-{dataset}]` as a mapping inside a list: names keep their {dataset} unquoted
-        data = _restore(yaml.safe_load(path.read_text().replace("{dataset}", _PLACEHOLDER)))
-    except OSError as exc:
-        raise MmnerError(f"{path}: cannot read matrix ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise MmnerError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    from mmner.config import read_yaml
+
+    # YAML reads `[umt-minilm-{dataset}]` as a mapping inside a list: names keep their {dataset} unquoted
+    data = _restore(read_yaml(path, "matrix", lambda text: text.replace("{dataset}", _PLACEHOLDER)))
     if not isinstance(data, dict):
         raise MmnerError(f"{path}: a matrix is a mapping with `seeds`, `blocks`, ...")
     try:
