@@ -76,7 +76,7 @@ def ensure_post_outputs(run: Path) -> None:
     """Region attention / relation files of the test split, by re-evaluating a run made before models
     wrote them."""
     from mmner.analysis.artifacts import attention_path, relation_path
-    from mmner.train.run import evaluate, load_run
+    from mmner.inference import evaluate, load_run
 
     _, model = load_run(run)
     wanted = ([attention_path(run)] if model.region_attention else []) + ([relation_path(run)] if model.relation_score else [])

@@ -120,7 +120,7 @@ def model_call_cost(run_dir: Path, bodies: list[dict], n: int, threads: int | No
 
     from mmner import Tagger
     from mmner.api import make_post
-    from mmner.train.run import predict_tags
+    from mmner.inference import predict_tags
 
     if threads:
         torch.set_num_threads(threads)

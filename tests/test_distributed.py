@@ -13,7 +13,8 @@ import json
 from conftest import tiny_config
 from mmner.config import load_config
 from mmner.data.readers import read_conll
-from mmner.train.run import load_run, predict_tags, train
+from mmner.inference import load_run, predict_tags
+from mmner.train.run import train
 
 
 def test_two_process_ddp_training(tiny_model_params, tiny_corpus, tmp_path):

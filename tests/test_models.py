@@ -16,7 +16,8 @@ from mmner.api import entity_records
 from mmner.config import load_config
 from mmner.data.readers import read_conll
 from mmner.models import registry
-from mmner.train.run import evaluate, load_run, predict_tags, train, visual_inputs
+from mmner.inference import evaluate, load_run, predict_tags, visual_inputs
+from mmner.train.run import train
 
 RUN_FILES = ["config.yaml", "labels.json", "model.safetensors", "metrics.json", "train_log.csv",
              "predictions/valid.conll", "predictions/test.conll"]

@@ -163,7 +163,7 @@ def test_visual_config_is_checked(tiny_model_params):
 
 
 def test_multimodal_model_refuses_text_only_tagging(tiny_model_params):
-    from mmner.train.run import predict_tags
+    from mmner.inference import predict_tags
 
     with pytest.raises(MmnerError, match="visual_inputs"):
         predict_tags(build("fusion-cm", tiny_model_params), POSTS, progress=False)
@@ -194,7 +194,9 @@ def test_predict_new_posts_from_image_files(tmp_path, tiny_model_params, tiny_vi
     image is masked (visual.missing: mask)."""
     from PIL import Image
 
-    from mmner.train.run import load_run, predict_tags, train, visual_inputs
+    from mmner.inference import load_run, predict_tags, visual_inputs
+
+    from mmner.train.run import train
 
     config = load_config(None, base=tiny_config(tiny_model_params["visualbert-crf"], tiny_corpus,
                                                 tiny_visual["grid"], max_epochs=1))

@@ -237,7 +237,7 @@ def test_read_ritual(tmp_path: Path) -> None:
 
 
 def test_a_ritual_folder_has_a_data_hash_like_a_file(tmp_path: Path) -> None:
-    from mmner.train.run import dataset_record
+    from mmner.inference import dataset_record
 
     folder = ritual_folder(tmp_path)
     record = dataset_record("twitter2017_samples:train", folder)

@@ -25,7 +25,8 @@ from mmner.errors import MmnerError
 from mmner.models import registry
 from mmner.models.rgcn import INDEX_DIR, fingerprint, nearest, normalize, star_adjacency
 from mmner.tagging.vocab import LabelVocab
-from mmner.train.run import load_run, predict_tags, train
+from mmner.inference import load_run, predict_tags
+from mmner.train.run import train
 from mmner.vision.captions import CaptionSource
 from mmner.vision.inputs import VisualInput, VisualInputs
 

@@ -135,7 +135,7 @@ def test_gumbel_temperature_schedule(schedule, tiny_model_params):
 
 
 def test_predict_gives_relation_score(tiny_model_params):
-    from mmner.train.run import predict_tags
+    from mmner.inference import predict_tags
 
     model = build(tiny_model_params)
     captions = VisualInputs("caption", "mask", captions=CaptionSource({"1": "a man with a phone"}, "t", "t"))
@@ -275,7 +275,8 @@ def test_bilstm_head_train_save_load_predict(tiny_model_params, tiny_visual, tin
     """The biLSTM-CRF head (word vectors + char CNN + RpBERT states) with the `output` propagation and
     the hard gate: the reloaded run reproduces its predictions and reports relation scores."""
     from mmner.data.readers import read_conll
-    from mmner.train.run import load_run, predict_tags, train, visual_inputs
+    from mmner.inference import load_run, predict_tags, visual_inputs
+    from mmner.train.run import train
 
     model = {**tiny_model_params["rpbert"], "head": "bilstm-crf", "vectors": str(tiny_vectors), "lstm_hidden": 16,
              "char_filters": 8, "gate": "hard", "propagation": "output"}

@@ -10,14 +10,10 @@ import torch
 
 from conftest import tiny_config
 from mmner.config import load_config
-from mmner.train.module import (
-    BucketBatchSampler,
-    EpochSampler,
-    TaskBatchSampler,
-    bucket_batches,
-    input_length,
-)
-from mmner.train.run import predict_tags, resolve_precision, train
+from mmner.data.batches import BucketBatchSampler, EpochSampler, bucket_batches, input_length
+from mmner.inference import predict_tags
+from mmner.train.module import TaskBatchSampler
+from mmner.train.run import resolve_precision, train
 
 
 def _epoch(sampler: BucketBatchSampler | TaskBatchSampler, epoch: int) -> list[list[int]]:
@@ -147,7 +143,7 @@ def test_frozen_word_embeddings_do_not_move(tiny_model_params, tiny_corpus, tmp_
     assert all(p.requires_grad for n, p in model.named_parameters() if "word_embeddings" not in n)
 
     train(config, tmp_path / "run", quiet=True)
-    from mmner.train.run import load_run
+    from mmner.inference import load_run
 
     _, trained = load_run(tmp_path / "run")
     assert torch.equal(trained.encoder.get_input_embeddings().weight.cpu(), before)
@@ -158,7 +154,7 @@ def test_frozen_word_embeddings_do_not_move(tiny_model_params, tiny_corpus, tmp_
 def test_sorted_prediction_keeps_post_order(tiny_model_params, tiny_corpus, tmp_path):
     """Tagging in length-sorted batches gives every post the tags it gets alone."""
     from mmner.data.readers import read_conll
-    from mmner.train.run import load_run
+    from mmner.inference import load_run
 
     config = _model_config(tiny_model_params, tiny_corpus, precision="32-true")
     train(config, tmp_path / "run", quiet=True)

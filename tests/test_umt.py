@@ -19,7 +19,7 @@ from mmner.errors import MmnerError
 from mmner.models import registry
 from mmner.models.umt import conversion_matrix, span_tags
 from mmner.tagging.vocab import LabelVocab
-from mmner.train.run import predict_tags
+from mmner.inference import predict_tags
 from mmner.vision.captions import CaptionSource
 from mmner.vision.inputs import VisualInput, VisualInputs
 

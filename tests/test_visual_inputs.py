@@ -192,7 +192,7 @@ def test_config_keys_and_from_config(tmp_path):
 
 
 def test_train_records_masked_images_per_split(tmp_path, tiny_corpus):
-    from mmner.train.run import check_visual
+    from mmner.inference import check_visual
 
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({str(i): "a stadium" for i in range(0, 8, 2)}))  # odd image ids: no caption

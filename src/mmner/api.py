@@ -307,7 +307,7 @@ class Tagger:
         """The model of a run directory written by `mmner train`, on `device` (default: GPU if any)."""
         import torch
 
-        from mmner.train.run import load_run
+        from mmner.inference import load_run
 
         config, model = load_run(run_dir, torch.device(device) if device is not None else None)
         return cls(model, config, run_dir, batch_size)
@@ -387,13 +387,13 @@ class Tagger:
 
     def tag_posts(self, posts: list[Post]) -> list[dict[str, Any]]:
         """Output records of `Post`s, one model call per `batch_size` posts; a bad post raises."""
-        from mmner.train.run import predict_tags
+        from mmner.inference import predict_tags
 
         if not posts:
             return []
         extras: list[dict[str, Any]] = []
         if self.model.uses_visual and self._visual is None:
-            from mmner.train.run import visual_inputs
+            from mmner.inference import visual_inputs
 
             self._visual = visual_inputs(self.config)
         tags = predict_tags(self.model, posts, self.batch_size, progress=False, extras=extras, visual=self._visual)

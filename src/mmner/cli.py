@@ -75,7 +75,7 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
     """Score a trained model on a labelled split."""
-    from mmner.train.run import evaluate as run_evaluate
+    from mmner.inference import evaluate as run_evaluate
 
     result = run_evaluate(run_dir, data, mode=mode, batch_size=batch_size, output=output)
     if as_json:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mmner.errors import MmnerError
 from mmner.models import registry
 from mmner.models.base import ModelParams
+from mmner.vision.config import VisualConfig
 
 
 class Section(BaseModel):
@@ -32,20 +33,6 @@ class DataConfig(Section):
     # A seeded random share of the training posts (after limit_train): low-resource curves. Draws are
     # nested: for one seed, the posts of a smaller fraction are among those of a larger one.
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
-
-
-class VisualConfig(Section):
-    """Where each post's visual regions come from (DESIGN §3); `mmner.vision.inputs` reads it."""
-
-    source: Literal["grid", "caption", "pseudo-caption", "none"] = "none"
-    # A post without image / caption / cached features: `error` stops with its id, `mask` gives it an
-    # all-masked visual input and counts it (metrics.json: masked_images). Never a silent substitute.
-    missing: Literal["error", "mask"] = "error"
-    caption: str = "blip2"  # source=caption: blip2 | owl | path to a JSON / BLIP-2 / mPLUG-Owl captions file
-    grid_encoder: str = "efficientnet-lite0"  # source=grid / pseudo-caption: the CNN (`vision.grid` names)
-    grid_weights: str | None = None  # its local weights file (required for resnet / timm:<arch>)
-    cache: str | None = None  # source=grid: feature cache written by `mmner features extract`
-    pseudo_k: int = Field(5, ge=1)  # source=pseudo-caption: top-k ImageNet class names per image
 
 
 class OptimConfig(Section):

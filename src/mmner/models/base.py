@@ -7,18 +7,37 @@ original token, so decoding, scoring and output are shared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+from torch.utils.data import Dataset
 
 from mmner.data.post import Post
 from mmner.tagging.vocab import LabelVocab
 
 if TYPE_CHECKING:
     from mmner.vision.inputs import VisualInput, VisualInputs
+
+
+@dataclass
+class AuxiliaryTask:
+    """An extra training objective a model brings, trained in the same loop as tagging (a model's
+    `auxiliary_tasks(config) -> list[AuxiliaryTask]`, e.g. RpBERT's text-image relation classification).
+
+    Each epoch runs every auxiliary task's batches first, in list order, then the tagging batches
+    (RpBERT, Algorithm 1); every batch is one task's and optimises that task's `loss` alone.
+    """
+
+    name: str
+    dataset: Dataset  # items for `collate`; `mmner.data.batches.PostDataset` featurises posts with the model
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    loss: Callable[[dict[str, Any]], torch.Tensor]
+    batch_size: int | None = None  # default: trainer.batch_size
 
 
 class ModelParams(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,6 @@ from mmner.vision.inputs import caption_regions, collate_regions
 
 if TYPE_CHECKING:
     from mmner.data.post import Post
-    from mmner.models.base import ModelParams
     from mmner.tagging.alignment import SpecialTokens
     from mmner.vision.inputs import VisualInput, VisualInputs
 
@@ -53,7 +52,10 @@ class RegionParams(BaseModel):
     caption_tokens: int = Field(64, ge=1)  # most caption sub-tokens used (captions are cut, never the text)
 
 
-def resolve_region_params(params: ModelParams, visual: VisualInputs) -> ModelParams:
+P = TypeVar("P", bound=BaseModel)  # a model's params (`models.base.ModelParams`, which imports this module)
+
+
+def resolve_region_params(params: P, visual: VisualInputs) -> P:
     """`params` completed for the run's visual source: `visual_dim` is the grid's width, or unset."""
     name = params.name
     if visual.source == "none":

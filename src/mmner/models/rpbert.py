@@ -30,7 +30,7 @@ as by every model of this package (DESIGN §6).
 
 Multitask training (Algorithm 1): with `trc.enabled`, every epoch first trains the relation classifier
 on the TRC corpus (Vempala & Preotiuc-Pietro 2019, `image_adds`; first `trc.train_rows` rows), then MNER,
-through `auxiliary_tasks` (see `mmner.train.module.AuxiliaryTask`). The corpus' images are not
+through `auxiliary_tasks` (see `mmner.models.base.AuxiliaryTask`). The corpus' images are not
 distributed with it: give captions keyed by tweet id (`trc.captions`, for `visual.source: caption`) or
 a folder of `<tweet_id>.jpg` (`trc.images`, for `grid` / `pseudo-caption`).
 """
@@ -49,7 +49,7 @@ from torch import nn
 
 from mmner.data.post import Post
 from mmner.errors import MmnerError
-from mmner.models.base import ModelParams
+from mmner.models.base import AuxiliaryTask, ModelParams
 from mmner.models.bert_crf import BertCRF
 from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
 from mmner.models.blocks import AttentionRecord, attention_rows, resolve_region_params
@@ -323,7 +323,7 @@ class RpBert(VisualBertCRF):
         trc = self.params.trc
         if not trc.enabled:
             return []
-        from mmner.train.module import AuxiliaryTask, PostDataset
+        from mmner.data.batches import PostDataset
 
         posts, labels = trc_posts(trc, config)
         visual = trc_visual(trc, config)
@@ -346,7 +346,7 @@ class RpBert(VisualBertCRF):
         trc = self.params.trc
         if not trc.enabled:
             return {}
-        from mmner.train.module import loader
+        from mmner.data.batches import loader
 
         posts, labels = trc_posts(trc, config, "test")
         if not posts:

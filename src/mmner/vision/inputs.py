@@ -42,7 +42,7 @@ from mmner.errors import MmnerError
 from mmner.vision.captions import CaptionSource, PseudoCaptionSource, image_file_problem
 
 if TYPE_CHECKING:
-    from mmner.config import VisualConfig
+    from mmner.vision.config import VisualConfig
 
 __all__ = [
     "VisualInput",

@@ -1,0 +1,17 @@
+"""Tagging and scoring with a trained run; nothing here imports the trainer (DESIGN §2)."""
+
+from mmner.inference.run import (
+    check_visual,
+    data_sha1,
+    dataset_record,
+    default_device,
+    evaluate,
+    extras_summary,
+    load_run,
+    predict_tags,
+    score_posts,
+    visual_inputs,
+)
+
+__all__ = ["check_visual", "data_sha1", "dataset_record", "default_device", "evaluate", "extras_summary", "load_run",
+           "predict_tags", "score_posts", "visual_inputs"]

@@ -1,0 +1,194 @@
+"""Inference on a trained run, without a trainer: load a run directory, the visual inputs of its
+posts (a dataset's, or new posts'), tag posts in length-sorted batches, score them. Used by the API,
+`predict`, `serve`, `evaluate`, the report and training's own valid / test predictions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model
+from tqdm.auto import tqdm
+
+from mmner.analysis.artifacts import write_post_files
+from mmner.config import Config, load_config
+from mmner.data import datadir
+from mmner.data.batches import loader
+from mmner.data.post import Post
+from mmner.data.readers import write_conll
+from mmner.errors import MmnerError
+from mmner.models import registry
+from mmner.models.base import Tagger
+from mmner.tagging.scorer import score
+from mmner.tagging.vocab import LabelVocab
+from mmner.vision.inputs import VisualInputs
+
+log = logging.getLogger("mmner")
+
+
+def dataset_record(name: str, path: Path) -> dict[str, Any]:
+    """What a result must carry about its data: the name, the variant and the file's hash."""
+    known = ":" in name and name.split(":")[0] in ("twitter2015", "twitter2017")
+    return {
+        "dataset": name,
+        "variant": "UMT release" if known else str(path),
+        "data_sha1": data_sha1(path),
+    }
+
+
+def data_sha1(path: Path) -> str:
+    """A data file's hash; for a folder of posts (RiTUAL samples), the hash of its JSON files' names and bytes."""
+    digest = hashlib.sha1()
+    if path.is_dir():
+        for file in sorted(path.glob("*.json")):
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    else:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
+                 extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None) -> list[list[str]]:
+    """IOB2 tags for each post, one per token.
+
+    `visual`: the run's visual inputs (`visual_inputs(config, ...)`), which a multimodal model needs.
+
+    `extras`, a list filled in place with one dict per post, is for models that compute more than
+    tags: such a model implements `predict(batch) -> {"tags": ids per post, "relation_score": [B],
+    "attention": [B, R], ...}` and each post gets its row of every other key; others add `{}`.
+    """
+    if model.uses_visual and visual is None:
+        raise MmnerError(f"{model.name} is a multimodal model: tag posts with the run's visual inputs "
+                         "(predict_tags(..., visual=mmner.inference.visual_inputs(config)))")
+    model.eval()
+    device = next(model.parameters()).device
+    # Batches in length order (little padding); results go back to post order by each item's index.
+    ids: list[list[int] | None] = [None] * len(posts)
+    rows: list[dict[str, Any]] = [{} for _ in posts]
+    with torch.inference_mode():
+        for batch in tqdm(
+            loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True), desc="tagging",
+            unit="batch", disable=None if progress else True, leave=False,  # None: no bar when stderr is not a terminal
+        ):
+            index = batch["index"]
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            if extras is not None and hasattr(model, "predict"):
+                result = dict(model.predict(batch))
+                ids_per_post = result.pop("tags")
+                for j, i in enumerate(index):
+                    rows[i] = {k: v[j] for k, v in result.items()}
+            else:
+                ids_per_post = model.decode(batch)
+            for i, post_ids in zip(index, ids_per_post):
+                ids[i] = post_ids
+    if extras is not None:
+        extras.extend(rows)
+    out = [model.labels.decode(post_ids or []) for post_ids in ids]
+    for post, tags in zip(posts, out):
+        assert len(tags) == len(post.tokens), f"post {post.id}: {len(tags)} tags for {len(post.tokens)} tokens"
+    return out
+
+
+def extras_summary(extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """Split-level statistics of what a model computes besides tags: its relation scores r (RpBERT:
+    mean, share of posts with r > 0.5) and its region attention (S_TV, RpBERT eq. 10: the attention
+    of a post's words to all its regions, averaged over the posts with an image)."""
+    out: dict[str, Any] = {}
+    scores = [float(e["relation_score"]) for e in extras if e.get("relation_score") is not None]
+    if scores:
+        out["relation"] = {"posts": len(scores), "mean": round(sum(scores) / len(scores), 4),
+                           "share_above_0.5": round(sum(r > 0.5 for r in scores) / len(scores), 4)}
+    s_tv = [sum(e["attention"]["weights"]) for e in extras if e.get("attention")]
+    if s_tv:
+        out["attention"] = {"posts": len(s_tv), "s_tv_mean": round(sum(s_tv) / len(s_tv), 4)}
+    return out
+
+
+def score_posts(posts: list[Post], pred: list[list[str]], mode: str = "conlleval") -> dict[str, Any]:
+    missing = [p.id for p in posts if p.tags is None]
+    if missing:
+        raise MmnerError(f"post {missing[0]}: no gold tags to score against ({len(missing)} posts without tags)")
+    return score([p.tags for p in posts], pred, mode)  # type: ignore[misc]
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[Config, Tagger]:
+    """The config and the trained model of a run directory, ready for inference."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "labels.json", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise MmnerError(f"{run_dir}: not a finished run directory (no {name})")
+    config = load_config(run_dir / "config.yaml")
+    params = config.model_params()
+    labels = LabelVocab.load(run_dir / "labels.json")
+    model = registry.get(params.name).load(params, labels, run_dir)
+    load_model(model, str(run_dir / "model.safetensors"), strict=True)
+    model.to(device or default_device()).eval()
+    return config, model
+
+
+def visual_inputs(config: Config, dataset: str | None = None, data_dir: str | None = None) -> VisualInputs:
+    """The run's visual inputs for the posts of `dataset` (a data name or file), or for new posts
+    (`dataset` None): these bring their own caption, or an image file that grid features or a
+    pseudo-caption are computed from. Under `caption`, a new post without its own caption is looked
+    up by image id in the run's caption file, when this machine has that file."""
+    try:
+        return VisualInputs.from_config(config.visual, dataset, data_dir or config.data.dir)
+    except MmnerError as exc:
+        if dataset is not None or config.visual.source != "caption":
+            raise
+        from mmner.vision.captions import CaptionSource
+
+        captions = CaptionSource({}, f"the posts' own captions ({exc})", f"no caption file ({exc})")
+        return VisualInputs("caption", config.visual.missing, captions=captions)
+
+
+def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Post]],
+                 data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per split, the visual input's identity and how many posts have no image (DESIGN §3).
+
+    Applies `visual.missing` to every post up front: with `error` a post without image / caption /
+    cached features stops the run here, naming it, not hours into training; with `mask` the count is
+    logged and goes into metrics.json (`masked_images`), next to `visual_detail` (which captions /
+    which CNN), so no result hides how many of its posts were seen without their image.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for split, items in posts.items():
+        inputs = VisualInputs.from_config(config.visual, names[split], data_dir or config.data.dir)
+        report = inputs.scan(items)
+        if config.visual.source != "none":
+            log.info("visual input (%s) %s: %s", inputs.detail, split, report.summary())
+        out[split] = {"visual_detail": inputs.detail, "visual_missing": config.visual.missing,
+                      "masked_images": report.n_masked}
+    return out
+
+
+def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size: int = 64,
+             output: str | Path | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    config, model = load_run(run_dir)
+    path = datadir.resolve(data, data_dir or config.data.dir)
+    posts = datadir.load_dataset(str(path))
+    model.labels.check_types(posts, str(path))
+    visual = check_visual(config, {"eval": data}, {"eval": posts}, data_dir)["eval"]
+    extras: list[dict[str, Any]] = []
+    pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir), extras=extras)
+    if output:
+        write_conll(Path(output), posts, pred)
+        write_post_files(Path(output).with_suffix(""), posts, extras, pred)
+    params = config.model_params()
+    return {
+        **score_posts(posts, pred, mode),
+        **extras_summary(extras),
+        **dataset_record(data, path),
+        "encoder": getattr(params, "encoder", None) or getattr(params, "vectors", None),
+        "model": params.name,
+        "visual_source": config.visual.source,
+        **visual,
+        "seed": config.seed,
+    }
