@@ -106,7 +106,7 @@ def test_tag_one_batch_and_upload(client, jpeg):
         ({"json": ["visit Rome"]}, 422, "body: expected a JSON object"),
         ({"json": {"text": 5}}, 422, "text: Input should be a valid string"),
         ({"json": {"tokens": "visit Rome"}}, 422, "tokens: Input should be a valid list"),
-        ({"json": {"txt": "visit Rome"}}, 422, "txt: Extra inputs are not permitted"),
+        ({"json": {"txt": "visit Rome"}}, 422, 'post: needs "text"'),  # a misspelt key is no silent empty post
         ({"json": {}}, 422, 'post: needs "text"'),
         ({"json": {"text": ""}}, 422, "text: empty text"),
         ({"json": {"text": " \n\t "}}, 422, "text: empty text"),
@@ -131,10 +131,13 @@ def test_batch_refusals(client):
     assert too_many.status_code == 413 and "9 posts, over the limit of 8" in too_many.json()["error"]
     empty = client.post("/v1/tag/batch", json={"posts": []})
     assert empty.status_code == 422 and "posts: empty list" in empty.json()["error"]
-    bad = client.post("/v1/tag/batch", json={"posts": [{"text": "a"}, {"text": "  "}]})
-    assert bad.status_code == 422 and bad.json()["error"] == "posts.1.text: empty text"
-    wrong = client.post("/v1/tag/batch", json={"posts": [{"text": "a"}, {"text": 1}]})
-    assert wrong.status_code == 422 and wrong.json()["error"].startswith("posts.1.text: Input should be a valid string")
+    # one bad post is reported in its place; the others are tagged (as `predict` does)
+    bad = client.post("/v1/tag/batch", json={"posts": [{"text": "a"}, {"id": "b", "text": "  "}, {"text": 1}]})
+    assert bad.status_code == 200, bad.text
+    results = bad.json()["results"]
+    assert bad.json()["failed"] == 2 and results[0]["tokens"] == ["a"]
+    assert results[1] == {"id": "b", "error": "posts.1.text: empty text"}
+    assert results[2]["error"].startswith("posts.2.text: Input should be a valid string") and "id" not in results[2]
 
 
 def test_oversize_body_without_a_length_header(client):
@@ -248,3 +251,37 @@ def test_200_concurrent_requests_on_the_loopback(tagger):
         check_record(text, record)
     assert stats["posts"] == 200 and stats["calls"] < 200 and stats["largest"] > 1, stats
     assert seconds < 60
+
+
+def test_the_same_posts_mean_the_same_in_python_on_the_command_line_and_over_http(tagger, client, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """Extra keys, plain texts and a bad post among good ones: one outcome in all three."""
+    import json
+
+    from conftest import run_cli
+
+    posts = [{"id": "p1", "text": "meet Kevin in Rome today", "lang": "en", "user": 7},
+             "visit the game",
+             {"id": "p3", "text": "   "},
+             {"id": "p4", "tokens": ["meet", "Kevin"], "caption": "a man"}]
+    # Python: a bad post raises for the whole call, so the good ones go alone; plain texts get their position
+    good = [posts[0], posts[1], posts[3]]
+    python = tagger.batch(good)
+    # HTTP: one request, the bad post reported in its place
+    http = client.post("/v1/tag/batch", json={"posts": posts}).json()
+    assert http["failed"] == 1 and http["results"][2] == {"id": "p3", "error": "posts.2.text: empty text"}
+    # CLI: JSON lines, the bad line to the errors file
+    src = tmp_path / "posts.jsonl"
+    src.write_text("".join(json.dumps(p if isinstance(p, dict) else {"text": p}) + "\n" for p in posts))
+    out = tmp_path / "out.jsonl"
+    code, _, _ = run_cli(monkeypatch, capsys, "predict", str(tagger.run_dir), "-i", str(src), "-o", str(out), "--quiet")
+    assert code == 2  # a post failed
+    cli = [json.loads(line) for line in out.read_text().splitlines()]
+
+    def same(record: dict) -> dict:
+        return {k: record.get(k) for k in ("tokens", "tags", "entities", "lang", "user", "caption")}
+
+    assert [same(r) for r in python] == [same(r) for i, r in enumerate(http["results"]) if i != 2]
+    assert [same(r) for r in python] == [same(r) for r in cli]
+    assert python[0]["lang"] == "en" and python[0]["user"] == 7  # the input's own keys, kept everywhere
+    assert [r["id"] for r in (python[0], http["results"][0], cli[0])] == ["p1"] * 3

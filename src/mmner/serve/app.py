@@ -5,7 +5,8 @@ Endpoints
   source, labels, limits, the run's metrics.json).
 - `POST /v1/tag` JSON `{"text" | "tokens", "image": base64 (or a data: URL), "caption", "id"}`
   -> one output record (DESIGN §1 plus character offsets, `relation_score` where the model has one).
-- `POST /v1/tag/batch` `{"posts": [post, ...]}` -> `{"results": [record, ...]}`.
+- `POST /v1/tag/batch` `{"posts": [post or text, ...]}` -> `{"results": [record, ...], "failed": n}`; a post
+  that cannot be tagged is `{"id"?, "error"}` in its place (a size limit still refuses the request, 413).
 - `POST /v1/tag/upload` multipart form: `text`, optional `caption`, `id`, and an `image` file.
 
 Errors are JSON `{"error": one line, "detail": ...}`: 400 malformed JSON; 413 a body over
@@ -31,7 +32,7 @@ from typing import Any
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,9 +56,11 @@ class Limits:
 
 
 class PostIn(BaseModel):
-    """One post of a JSON request; unknown keys are refused (a typo would otherwise be ignored)."""
+    """One post of a JSON request. Keys of its own (`lang`, `user`, ...) are copied into its record, as
+    `predict` and `Tagger` do; a post without "text" or "tokens" is refused, so a misspelt key is not
+    silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
     id: str | int | None = None
     text: str | None = None
     tokens: list[str] | None = None
@@ -66,8 +69,11 @@ class PostIn(BaseModel):
 
 
 class BatchIn(BaseModel):
+    """Posts as `Tagger.batch` takes them: mappings or plain texts; each is checked on its own, so one
+    bad post is reported in its place in the results rather than failing the request."""
+
     model_config = ConfigDict(extra="forbid")
-    posts: list[PostIn]
+    posts: list[Any]
 
 
 class ApiError(HTTPException):
@@ -136,6 +142,12 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str]:
         return 422, "body: expected a JSON object (send it with Content-Type: application/json)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return 422, f"{loc}: {first.get('msg', 'invalid')}{more}"
+
+
+def _failed(raw: Any, message: str) -> dict[str, Any]:
+    """A batch post that could not be tagged, in its place in the results: its id (if it gave one) and why."""
+    given = raw.get("id") if isinstance(raw, dict) else None
+    return {**({"id": str(given)} if given is not None else {}), "error": message}
 
 
 def _error(status: int, message: str) -> ApiError:
@@ -272,9 +284,31 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
             raise _error(422, "posts: empty list")
         if len(body.posts) > limits.max_posts:
             raise _error(413, f"posts: {len(body.posts)} posts, over the limit of {limits.max_posts} per request")
-        items = [await json_item(p, i, f"posts.{i}.") for i, p in enumerate(body.posts)]
-        results = await tag(items)
-        return {"results": [public(r, p.id is not None) for r, p in zip(results, body.posts)]}
+        items: list[dict[str, Any] | None] = []
+        results: list[dict[str, Any] | None] = []
+        had_id: list[bool] = []
+        for i, raw in enumerate(body.posts):
+            where = f"posts.{i}."
+            try:
+                post = PostIn(text=raw) if isinstance(raw, str) else PostIn.model_validate(raw)
+                item = await json_item(post, i, where)
+            except ValidationError as exc:
+                _, message = _describe_validation([{**e, "loc": ("posts", i, *e["loc"])} for e in exc.errors()])
+                items.append(None); results.append(_failed(raw, message)); had_id.append(False)
+                continue
+            except ApiError as exc:
+                if exc.status_code == 413:  # a size limit refuses the request, as for a single post
+                    raise
+                items.append(None); results.append(_failed(raw, str(exc.detail))); had_id.append(False)
+                continue
+            except MmnerError as exc:
+                items.append(None); results.append(_failed(raw, f"{where.rstrip('.')}: {exc}")); had_id.append(False)
+                continue
+            items.append(item); results.append(None); had_id.append(post.id is not None)
+        good = [item for item in items if item is not None]
+        tagged = iter(await tag(good) if good else [])
+        out = [public(next(tagged), had_id[i]) if results[i] is None else results[i] for i in range(len(items))]
+        return {"results": out, "failed": sum(r is not None for r in results)}
 
     @app.post("/v1/tag/upload")
     async def tag_upload(
