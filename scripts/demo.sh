@@ -16,8 +16,8 @@ export MMNER_DATA_DIR=$DATA
 RUN=runs/demo
 if [ -f "$RUN/model.safetensors" ]; then
   echo "== $RUN is already trained; delete it to train again"
-elif [ -f "$RUN/checkpoints/last.ckpt" ]; then
-  echo "== resuming the interrupted demo run in $RUN"
+elif [ -f "$RUN/config.yaml" ]; then
+  echo "== continuing the interrupted demo run in $RUN"
   mmner train configs/demo.yaml --output "$RUN" --resume
 else
   echo "== training bert-crf (minilm-l6) on Twitter-2017, text only"
