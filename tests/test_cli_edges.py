@@ -62,3 +62,20 @@ def test_model_weights_are_readable_like_the_other_run_files(monkeypatch, capsys
     mode = stat.S_IMODE((run / "model.safetensors").stat().st_mode)
     assert mode == stat.S_IMODE((run / "config.yaml").stat().st_mode)
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH
+
+
+def test_evaluate_says_what_it_tags_unless_quiet(tmp_path, tiny_model_params, tiny_corpus):
+    import subprocess
+    import sys
+
+    from mmner.config import load_config
+    from mmner.train.run import train
+
+    run = tmp_path / "run"
+    train(load_config(None, base=tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=1)), run, quiet=True)
+    command = [sys.executable, "-m", "mmner", "evaluate", str(run), "--data", str(tiny_corpus["test"]), "--json"]
+    loud = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    quiet = subprocess.run(command + ["--quiet"], capture_output=True, text=True, timeout=300)
+    assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
+    assert "tagging 8 posts of" in loud.stderr and "tagging" not in quiet.stderr
+    assert loud.stdout == quiet.stdout  # one JSON object either way

@@ -73,11 +73,12 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions as CoNLL."),
     batch_size: int = typer.Option(64, "--batch-size"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress messages or bar."),
 ) -> None:
     """Score a trained model on a labelled split."""
     from mmner.inference import evaluate as run_evaluate
 
-    result = run_evaluate(run_dir, data, mode=mode, batch_size=batch_size, output=output)
+    result = run_evaluate(run_dir, data, mode=mode, batch_size=batch_size, output=output, progress=not quiet)
     if as_json:
         typer.echo(json.dumps(result))
     else:

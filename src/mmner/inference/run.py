@@ -170,14 +170,18 @@ def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Po
 
 
 def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size: int = 64,
-             output: str | Path | None = None, data_dir: str | None = None) -> dict[str, Any]:
+             output: str | Path | None = None, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score a run on a labelled split (a file or a data name); `progress`: a tagging bar on a terminal."""
     config, model = load_run(run_dir)
     path = datadir.resolve(data, data_dir or config.data.dir)
     posts = datadir.load_dataset(str(path))
     model.labels.check_types(posts, str(path))
     visual = check_visual(config, {"eval": data}, {"eval": posts}, data_dir)["eval"]
     extras: list[dict[str, Any]] = []
-    pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir), extras=extras)
+    if progress:
+        log.info("tagging %d posts of %s", len(posts), data)
+    pred = predict_tags(model, posts, batch_size, visual=visual_inputs(config, data, data_dir), extras=extras,
+                        progress=progress)
     if output:
         write_conll(Path(output), posts, pred)
         write_post_files(Path(output).with_suffix(""), posts, extras, pred)
