@@ -79,3 +79,17 @@ def test_evaluate_says_what_it_tags_unless_quiet(tmp_path, tiny_model_params, ti
     assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
     assert "tagging 8 posts of" in loud.stderr and "tagging" not in quiet.stderr
     assert loud.stdout == quiet.stdout  # one JSON object either way
+
+
+def test_training_prints_mmner_lines_not_library_notices(tmp_path, tiny_model_params, tiny_corpus):
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model_params["bert-crf"], tiny_corpus)))
+    done = subprocess.run([sys.executable, "-m", "mmner", "train", str(config), "--output", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for noise in ("GPU available", "TPU available", "Total FLOPs", "site-packages", "v_num"):
+        assert noise not in done.stderr, noise
+    assert "mmner: model: " in done.stderr and "mmner: epoch 2: valid" in done.stderr

@@ -42,21 +42,49 @@ LAST = "last.ckpt"
 
 
 def _quiet_lightning() -> None:
-    """Drop two Lightning messages that say nothing about the run: an advert for a cloud logger, and the
-    warning about modules in eval mode, which here are always deliberate (`train` puts the model in
-    training mode; only frozen parts such as rgcn's index encoder stay in eval mode)."""
+    """mmner's own lines instead of Lightning's: its device and setup notices ("GPU available: False",
+    "TPU available", an advert for a cloud logger), its model summary ("Total FLOPs: 0") and two
+    warnings that point into site-packages: the logging interval on short epochs, and modules in eval
+    mode, which here are always deliberate (only frozen parts such as rgcn's index encoder)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _AdvertFilter) for f in logger.filters):
-            logger.addFilter(_AdvertFilter())
+        if not any(isinstance(f, _LightningNotices) for f in logger.filters):
+            logger.addFilter(_LightningNotices())
 
 
-class _AdvertFilter(logging.Filter):
+class _LightningNotices(logging.Filter):
+    """Lets Lightning's warnings and errors through; its informational notices are mmner's to say."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
+        return record.levelno >= logging.WARNING and "litlogger" not in str(record.msg)
+
+
+def _progress_bar():
+    """Lightning's bar, numbered as mmner's log lines are ("epoch 1/6", not "Epoch 0/5"), without the
+    logger's version number."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class ProgressBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *args) -> None:
+            super().on_train_epoch_start(trainer, *args)
+            self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+        def get_metrics(self, trainer, pl_module):
+            metrics = super().get_metrics(trainer, pl_module)
+            metrics.pop("v_num", None)
+            return metrics
+
+    return ProgressBar()
+
+
+def _describe_model(model: torch.nn.Module) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("model: %.1fM parameters, %.1fM trained", total / 1e6, trained / 1e6)
 
 
 def git_commit() -> str | None:
@@ -248,10 +276,10 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         gradient_clip_val=config.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
         limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,  # (None: no notice)
-        callbacks=[checkpoint, stopper],
+        callbacks=[checkpoint, stopper, *([] if quiet else [_progress_bar()])],
         logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
         enable_progress_bar=not quiet,
-        enable_model_summary=not quiet,
+        enable_model_summary=False,  # mmner's one line (_describe_model) instead
         num_sanity_val_steps=0,
         deterministic="warn",
     )
@@ -259,6 +287,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     module = TaggerModule(model, config, valid_gold)  # type: ignore[arg-type]
     data = PostDataModule(model, posts["train"], posts["valid"], config, inputs)
     model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
+    _describe_model(model)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
