@@ -259,9 +259,12 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
              "length-bucketed" if t.batching == "bucket" else "random")
     _quiet_lightning()
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="valid_f1", mode="max", save_top_k=1, save_last=True,
-        enable_version_counter=False,
+        dirpath=ckpt_dir, filename="best", monitor="valid_f1", mode="max", save_top_k=1, enable_version_counter=False,
     )
+    # last.ckpt after every epoch, for --resume. Not ModelCheckpoint(save_last=True): that writes it only in
+    # the epochs that also save a best checkpoint, so a resume would repeat the epochs since the best one.
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename=LAST.removesuffix(".ckpt"), monitor=None, save_top_k=1,
+                             every_n_epochs=1, enable_version_counter=False)
     stopper = EarlyStopping(monitor="valid_f1", mode="max", patience=t.patience)
     trainer = L.Trainer(
         default_root_dir=str(run_dir),
@@ -276,7 +279,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         gradient_clip_val=config.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
         limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,  # (None: no notice)
-        callbacks=[checkpoint, stopper, *([] if quiet else [_progress_bar()])],
+        callbacks=[checkpoint, latest, stopper, *([] if quiet else [_progress_bar()])],
         logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
         enable_progress_bar=not quiet,
         enable_model_summary=False,  # mmner's one line (_describe_model) instead

@@ -1,0 +1,95 @@
+"""What training chooses: the best epoch on valid F1 (not the last), early stopping, the optimiser's
+parameter groups, and test scores that `evaluate` reproduces exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from mmner.config import load_config
+from mmner.inference import evaluate
+from mmner.train import module
+from mmner.train.run import train
+
+
+def _scripted_valid_f1(monkeypatch, values: list[float]) -> list[float]:
+    """Validation scores as scripted, one per epoch, whatever the model predicts."""
+    real = module.score
+    seen: list[float] = []
+
+    def scripted(gold, pred, mode="conlleval"):
+        result = dict(real(gold, pred, mode))
+        result["f1"] = values[len(seen)]
+        seen.append(result["f1"])
+        return result
+
+    monkeypatch.setattr(module, "score", scripted)
+    return seen
+
+
+def _config(tiny_model_params, tiny_corpus, **trainer):
+    return load_config(None, base=tiny_config(tiny_model_params["bert-crf"], tiny_corpus, **trainer))
+
+
+def test_the_saved_model_is_the_best_epoch_not_the_last(monkeypatch, tmp_path, tiny_model_params, tiny_corpus):
+    seen = _scripted_valid_f1(monkeypatch, [50.0, 90.0, 60.0])
+    run = tmp_path / "run"
+    metrics = train(_config(tiny_model_params, tiny_corpus, max_epochs=3, patience=10), run, quiet=True)
+    assert seen == [50.0, 90.0, 60.0]
+    assert metrics["test"]["best_epoch"] == 2 and metrics["test"]["epochs"] == 3
+    saved = load_file(run / "model.safetensors")
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == 1 and last["epoch"] == 2  # 0-based: last.ckpt is the last epoch, also when it is not the best
+    best_state = {k.removeprefix("model."): v for k, v in best["state_dict"].items()}
+    last_state = {k.removeprefix("model."): v for k, v in last["state_dict"].items()}
+    assert all(torch.equal(saved[k], best_state[k]) for k in saved)
+    assert any(not torch.equal(saved[k], last_state[k]) for k in saved)  # the third epoch moved the weights
+
+
+def test_early_stopping_ends_training_after_patience_epochs_without_gain(monkeypatch, tmp_path, tiny_model_params,
+                                                                          tiny_corpus):
+    seen = _scripted_valid_f1(monkeypatch, [90.0, 50.0, 40.0, 30.0, 20.0, 10.0])
+    metrics = train(_config(tiny_model_params, tiny_corpus, max_epochs=6, patience=2), tmp_path / "run", quiet=True)
+    assert seen == [90.0, 50.0, 40.0] and metrics["test"]["epochs"] == 3 and metrics["test"]["best_epoch"] == 1
+
+
+def test_parameter_groups_get_their_learning_rates_and_weight_decay(tmp_path, tiny_model_params, tiny_corpus):
+    config = _config(tiny_model_params, tiny_corpus, max_epochs=1)
+    run = tmp_path / "run"
+    train(config, run, quiet=True)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    groups = state["optimizer_states"][0]["param_groups"]
+    o = config.optim
+    got = sorted((g["initial_lr"], g["weight_decay"], len(g["params"])) for g in groups)
+    from mmner.inference import load_run
+
+    _, model = load_run(run)
+    model.encoder.get_input_embeddings().weight.requires_grad_(False)  # as in training (freeze_embeddings)
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+    expected = sorted([
+        (o.encoder_lr, o.weight_decay, sum(p.ndim > 1 for p in encoder)),
+        (o.encoder_lr, 0.0, sum(p.ndim <= 1 for p in encoder)),
+        (o.lr, o.weight_decay, sum(p.ndim > 1 for p in head)),
+        (o.lr, 0.0, sum(p.ndim <= 1 for p in head)),
+    ])
+    assert got == expected
+    assert o.encoder_lr != o.lr  # the test tells the groups apart
+    assert all(g["fused"] for g in groups)
+
+
+@pytest.mark.parametrize("name", ["bert-crf", "bert-crf-caption"])
+def test_evaluate_reproduces_the_test_score_of_training(name, tmp_path, tiny_model_params, tiny_corpus, tiny_visual):
+    visual = tiny_visual["caption" if name != "bert-crf" else "none"]
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, visual, max_epochs=2))
+    run = tmp_path / "run"
+    trained = train(config, run, quiet=True)["test"]
+    again = evaluate(run, str(tiny_corpus["test"]), progress=False)
+    keys = ("precision", "recall", "f1", "gold_entities", "pred_entities", "correct_entities", "per_type")
+    assert {k: again[k] for k in keys} == {k: trained[k] for k in keys}
+    assert json.loads((run / "metrics.json").read_text())["test"]["f1"] == again["f1"]
