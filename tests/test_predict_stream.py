@@ -147,3 +147,20 @@ def test_streaming_keeps_memory_flat(tmp_path):
     tracemalloc.stop()
     assert summary.tagged == 20_000 and fake.calls == -(-20_000 // 64)
     assert peak < 2 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # the posts held at once would take ~13 MiB
+
+
+def test_a_fresh_run_drops_a_stale_errors_file(monkeypatch, capsys, tmp_path, run_dir):
+    """An errors file left by an earlier run would make a later --resume skip the lines it lists."""
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("".join(json.dumps({"id": f"p{i}", "text": GOOD[i]}) + "\n" for i in range(4)))
+    out = tmp_path / "out.jsonl"
+    stale = out.with_name("out.jsonl.errors.jsonl")
+    stale.write_text(json.dumps({"line": 2, "id": "p1", "error": "from an older input"}) + "\n")
+    code, stdout, _ = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(posts), "-o", str(out), "--quiet")
+    assert code == 0 and "tagged 4 posts, 0 failed" in stdout
+    assert not stale.exists()
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:1]))  # interrupted after the first post
+    code, stdout, _ = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(posts), "-o", str(out),
+                              "--resume", "--quiet")
+    assert code == 0 and "tagged 3 posts" in stdout
+    assert [r["id"] for r in read_jsonl(out)] == ["p0", "p1", "p2", "p3"]  # line 2 is tagged, not skipped
