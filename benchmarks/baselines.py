@@ -1,12 +1,11 @@
-"""Text-only baselines on Twitter-2015/2017: trains each config for each seed, then writes
-docs/results/baselines.md and docs/results/baselines.json from the run directories.
+"""Text-only baselines on Twitter-2015/2017: docs/results/baselines.md and .json from the run
+directories under runs/bench, which `mmner sweep` trains.
 
-    python benchmarks/baselines.py run --configs bilstm-crf-glove-twitter2017 --seeds 13 21 42
-    python benchmarks/baselines.py table            # rebuild the table from what has finished
+    mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
+    python benchmarks/baselines.py                  # the table from what has finished
 
-Runs go to runs/bench/<config>-s<seed>; a finished run is reused and an interrupted one resumed, so
-the script can be stopped and started again. Run directories made elsewhere (e.g. on a GPU machine)
-can be copied under runs/bench and are picked up by `table`.
+Run directories made elsewhere (e.g. on a GPU machine by `mmner sweep benchmarks/matrix-mpnet.yaml`)
+can be copied under runs/bench and are picked up.
 """
 
 from __future__ import annotations
@@ -19,39 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = ("bert-crf", "bilstm-crf")  # the registry models of this table
-DEFAULT_CONFIGS = [
-    "bert-crf-minilm-twitter2015",
-    "bert-crf-minilm-twitter2017",
-    "bert-crf-mpnet-twitter2015",
-    "bert-crf-mpnet-twitter2017",
-    "bilstm-crf-glove-twitter2015",
-    "bilstm-crf-glove-twitter2017",
-    "bilstm-crf-spacy-twitter2015",
-    "bilstm-crf-spacy-twitter2017",
-]
-
-
-def run(configs: list[str], seeds: list[int], runs_dir: Path, overrides: list[str]) -> None:
-    from mmner.config import load_config
-    from mmner.errors import Interrupted
-    from mmner.train.run import train
-
-    for seed in seeds:  # one seed of everything first, so a partial run still covers every row
-        for name in configs:
-            out = runs_dir / f"{name}-s{seed}"
-            if (out / "metrics.json").is_file():
-                print(f"[{name} seed {seed}] done already: {out}")
-                continue
-            resume = (out / "checkpoints" / "last.ckpt").is_file()
-            config = load_config(ROOT / "configs" / f"{name}.yaml", [f"seed={seed}", *overrides])
-            print(f"[{name} seed {seed}] {'resuming' if resume else 'training'} -> {out}", flush=True)
-            if not resume and out.exists():
-                raise SystemExit(f"{out} exists without a checkpoint; remove it first")
-            try:
-                metrics = train(config, out, resume=resume)
-            except Interrupted as exc:  # the next start resumes it
-                sys.exit(f"[{name} seed {seed}] interrupted: {exc}")
-            print(f"[{name} seed {seed}] test F1 {metrics['test']['f1']}", flush=True)
 
 
 def collect(runs_dir: Path) -> list[dict]:
@@ -110,18 +76,10 @@ def table(runs_dir: Path, output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "table"])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    parser.add_argument("command", nargs="?", choices=["table"], default="table", help="(the only one; kept for old scripts)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "baselines.md")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
-    from mmner.cli import _setup_logging
-
-    _setup_logging()
-    if args.command == "run":
-        run(args.configs, args.seeds, args.runs_dir, args.overrides)
     table(args.runs_dir, args.output)
 
 

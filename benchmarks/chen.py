@@ -1,14 +1,12 @@
-"""Chen et al. ("Can images help recognize entities?") on Twitter-2015/2017: trains each config for
-each seed, then writes docs/results/chen.md and docs/results/chen.json from the run directories.
+"""Chen et al. ("Can images help recognize entities?") on Twitter-2015/2017: docs/results/chen.md and
+docs/results/chen.json from the run directories under runs/bench, which `mmner sweep` trains.
 
-    python benchmarks/chen.py run --configs fusion-cm-minilm-twitter2017 --seeds 13 21 42
-    python benchmarks/chen.py run --encoders minilm          # every model, MiniLM-L6 only
-    python benchmarks/chen.py table                         # rebuild the table from what has finished
+    mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
+    python benchmarks/chen.py                       # the table from what has finished
 
-Runs go to runs/bench/<config>-s<seed>, next to those of benchmarks/baselines.py (the text-only
-bert-crf rows are the same runs, reused when finished), so the table compares every multimodal model
-with its text-only baseline on the same encoder, dataset and seeds. A finished run is reused and an
-interrupted one resumed; run directories made elsewhere (a GPU machine) can be copied under runs/bench.
+The text-only bert-crf rows are the runs the other tables share, so the table compares every multimodal
+model with its text-only baseline on the same encoder, dataset and seeds. Run directories made elsewhere
+(a GPU machine) can be copied under runs/bench.
 """
 
 from __future__ import annotations

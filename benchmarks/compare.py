@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from baselines import ROOT, _mean_std, collect, run
+from baselines import ROOT, _mean_std, collect
 
 ENCODERS = {"minilm": "minilm-l6", "mpnet": "mpnet-base"}
 DATASETS = ("twitter2015", "twitter2017")
@@ -133,7 +133,6 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
             lines += ["", f"## {ds}, {enc}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
             for key in keys:
                 rs = sorted(groups[key], key=lambda r: r["seed"])
-                f1 = statistics.mean(r["f1"] for r in rs)
                 deltas = [_delta(ref, rs, key[3], ds, enc, groups, everything) for ref in spec.references]
                 paper = spec.paper_f1[ds].get(key[2])
                 cells = [
@@ -171,20 +170,10 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
 
 def main(spec: Benchmark, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=spec.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", *spec.commands, "table"])
-    parser.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
-    parser.add_argument("--configs", nargs="+",
-                        help=f"config names (default: every {spec.row_noun} x --encoders x dataset)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    parser.add_argument("command", nargs="?", choices=[*spec.commands, "table"], default="table")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / f"{spec.name}.md")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
-    from mmner.cli import _setup_logging
-
-    _setup_logging()
-    if args.command == "run":
-        run(args.configs or spec.config_names(args.encoders), args.seeds, args.runs_dir, args.overrides)
     if args.command in spec.commands:
         spec.commands[args.command](args)
     table(spec, args.runs_dir, args.output)

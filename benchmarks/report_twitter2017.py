@@ -148,8 +148,8 @@ def main() -> None:
     suffix = "" if args.encoder == "mpnet" else f"-{args.encoder}"
     baseline = args.runs_dir / f"bert-crf-{args.encoder}-twitter2017-s{args.seed}"
     if not finished(baseline):
-        raise SystemExit(f"{baseline} is not finished: python benchmarks/baselines.py run "
-                         f"--configs bert-crf-{args.encoder}-twitter2017 --seeds {args.seed}")
+        raise SystemExit(f"{baseline} is not finished: `mmner sweep benchmarks/matrix-{args.encoder}.yaml` "
+                         "trains it (the first run of the matrix)")
     chosen = multimodal_choice(args.runs_dir, args.encoder, args.seed)
     for run in chosen:
         ensure_post_outputs(run)

@@ -1,17 +1,15 @@
-"""R-GCN (Zhao et al. 2022) and its ablations on Twitter-2015/2017: trains each config for each seed, then
-writes docs/results/rgcn.md and docs/results/rgcn.json from the run directories.
+"""R-GCN (Zhao et al. 2022) and its ablations on Twitter-2015/2017: docs/results/rgcn.md and .json from
+the run directories under runs/bench, which `mmner sweep` trains.
 
-    python benchmarks/rgcn.py run --encoders minilm --seeds 13 21 42
-    python benchmarks/rgcn.py run --configs rgcn-inter-only-minilm-twitter2017 --seeds 13
-    python benchmarks/rgcn.py scale                        # nearest-neighbour search time vs collection size
-    python benchmarks/rgcn.py table                        # rebuild the table from what has finished
+    mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
+    python benchmarks/rgcn.py                       # the table from what has finished
+    python benchmarks/rgcn.py scale                 # also: nearest-neighbour search time vs collection size
 
 Rows: the full model (`rgcn-*`: inter- and intra-modal relation graphs), its ablations (`rgcn-inter-only-*`,
 the paper's "w/o IntraRG"; `rgcn-intra-only-*`, "w/o InterRG") and the text-only bert-crf, all with the same
 encoder, schedule (epochs, batch, learning rates) and seeds, so that every difference is the model's. Runs go
 to runs/bench/<config>-s<seed>, next to those of the other benchmarks (the bert-crf runs are shared and reused
-when finished); a finished run is reused and an interrupted one resumed; run directories made elsewhere (a GPU
-machine) can be copied under runs/bench.
+when finished); run directories made elsewhere (a GPU machine) can be copied under runs/bench.
 
 Besides F1, each R-GCN row records the index: its build time (embedding every training post with the frozen
 encoder, written by `train` into rgcn_index/index.json) and the retrieval time per post (exact top-k search of

@@ -1,15 +1,14 @@
-"""RpBERT (Sun et al. 2021) on Twitter-2015/2017: trains each config for each seed, then writes
-docs/results/rpbert.md and docs/results/rpbert.json from the run directories.
+"""RpBERT (Sun et al. 2021) on Twitter-2015/2017: docs/results/rpbert.md and .json from the run
+directories under runs/bench, which `mmner sweep` trains.
 
-    python benchmarks/rpbert.py run --configs rpbert-soft-minilm-twitter2017 --seeds 13 21 42
-    python benchmarks/rpbert.py run --encoders minilm          # every variant, MiniLM-L6 only
-    python benchmarks/rpbert.py table                         # rebuild the table from what has finished
+    mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
+    python benchmarks/rpbert.py                     # the table from what has finished
 
 Runs go to runs/bench/<config>-s<seed>, next to those of benchmarks/baselines.py and benchmarks/chen.py:
 each RpBERT row is compared with the text-only bert-crf (Δ text) and with visualbert-crf (Δ w/o Rp: the
 same single-stream input without relation propagation, the paper's Table 6 ablation) of the same dataset,
-encoder and seeds, when those runs have finished. A finished run is reused and an interrupted one
-resumed; run directories made elsewhere (a GPU machine) can be copied under runs/bench.
+encoder and seeds, when those runs have finished. Run directories made elsewhere (a GPU machine) can be
+copied under runs/bench.
 """
 
 from __future__ import annotations

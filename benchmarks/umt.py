@@ -1,16 +1,15 @@
-"""UMT (Yu et al. 2020) and its ablations on Twitter-2015/2017: trains each config for each seed, then
-writes docs/results/umt.md and docs/results/umt.json from the run directories.
+"""UMT (Yu et al. 2020) and its ablations on Twitter-2015/2017: docs/results/umt.md and .json from the
+run directories under runs/bench, which `mmner sweep` trains.
 
-    python benchmarks/umt.py run --encoders minilm --seeds 13 21 42
-    python benchmarks/umt.py run --configs umt-no-gate-minilm-twitter2017 --seeds 13
-    python benchmarks/umt.py table                         # rebuild the table from what has finished
+    mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
+    python benchmarks/umt.py                        # the table from what has finished
 
 Rows: the full model (`umt-*`), its ablations (`umt-no-aux-*`: no entity span detection, the paper's
 MT-BERT-CRF; `umt-no-gate-*`: no visual gate; `umt-no-image-*`: the text-only branch) and the text-only
 bert-crf, all with the same encoder, schedule (epochs, batch, learning rates) and seeds, so that every
 difference is the model's. Runs go to runs/bench/<config>-s<seed>, next to those of benchmarks/baselines.py
-and benchmarks/chen.py (the bert-crf runs are shared and reused when finished); a finished run is reused and
-an interrupted one resumed; run directories made elsewhere (a GPU machine) can be copied under runs/bench.
+and benchmarks/chen.py (the bert-crf runs are shared); run directories made elsewhere (a GPU machine) can
+be copied under runs/bench.
 """
 
 from __future__ import annotations
