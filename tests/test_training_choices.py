@@ -93,3 +93,14 @@ def test_evaluate_reproduces_the_test_score_of_training(name, tmp_path, tiny_mod
     keys = ("precision", "recall", "f1", "gold_entities", "pred_entities", "correct_entities", "per_type")
     assert {k: again[k] for k in keys} == {k: trained[k] for k in keys}
     assert json.loads((run / "metrics.json").read_text())["test"]["f1"] == again["f1"]
+
+
+def test_a_short_run_logs_its_training_loss(tmp_path, tiny_model_params, tiny_corpus):
+    import csv
+
+    run = tmp_path / "run"
+    train(_config(tiny_model_params, tiny_corpus, max_epochs=2), run, quiet=True)  # 3 batches an epoch, interval 20
+    with open(run / "train_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    losses = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
+    assert len(losses) >= 2 and all(loss > 0 for loss in losses)

@@ -277,7 +277,8 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         precision=precision,  # type: ignore[arg-type]
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=config.optim.grad_clip or None,
-        log_every_n_steps=t.log_every_n_steps,
+        # at least once an epoch, so that train_log.csv has train_loss on short runs too
+        log_every_n_steps=max(1, min(t.log_every_n_steps, -(-len(posts["train"]) // t.batch_size))),
         limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,  # (None: no notice)
         callbacks=[checkpoint, latest, stopper, *([] if quiet else [_progress_bar()])],
         logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
