@@ -206,3 +206,14 @@ def test_every_registry_model_tags_new_posts(name, tmp_path, tiny_model_params, 
         for ent in result["entities"]:
             assert post["text"][ent["char_start"] : ent["char_end"]] == ent["text"]
     assert tagger.info()["visual_source"] == source
+    # every record says what visual input the post was tagged with, and for none, why
+    used = [r["visual"] for r in results]
+    if source == "none":
+        assert all(u == {"input": "none", "why": "the model reads text only"} for u in used)
+    elif source == "grid":
+        assert [u["input"] for u in used] == ["grid", "grid", "grid", "none"]
+        assert used[0]["regions"] > 0 and used[1]["from"] == "computed from the post's image"
+        assert "no image" in used[3]["why"]
+    else:
+        assert used[0] == {"input": "caption", "caption": "a man with a phone", "from": "the post's own caption"}
+        assert used[3]["input"] == "none" and used[3]["why"]

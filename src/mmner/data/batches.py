@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from mmner.data.post import Post
+from mmner.vision.inputs import describe
 
 if TYPE_CHECKING:
     from mmner.models.base import Tagger
@@ -43,7 +44,7 @@ class PostDataset(Dataset):
             posts = [self.posts[i] for i in todo]
             visual = self.visual.get_many(posts) if self.visual is not None else [None] * len(posts)
             for i, post, vi in zip(todo, posts, visual):
-                self._cache[i] = {**self.model.featurize(post, vi), "index": i}
+                self._cache[i] = {**self.model.featurize(post, vi), "index": i, "visual_used": describe(vi)}
         return [self._cache[i] for i in indices]
 
 
@@ -54,6 +55,7 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.model.collate(items)
         batch["index"] = [item["index"] for item in items]
+        batch["visual_used"] = [item.get("visual_used") for item in items]  # `vision.inputs.describe`
         return batch
 
 

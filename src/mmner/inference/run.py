@@ -60,9 +60,10 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
 
     `visual`: the run's visual inputs (`visual_inputs(config, ...)`), which a multimodal model needs.
 
-    `extras`, a list filled in place with one dict per post, is for models that compute more than
-    tags: such a model implements `predict(batch) -> {"tags": ids per post, "relation_score": [B],
-    "attention": [B, R], ...}` and each post gets its row of every other key; others add `{}`.
+    `extras`, a list filled in place with one dict per post: `visual`, the visual input the post was
+    tagged with (`vision.inputs.describe`), and for models that compute more than tags (`predict(batch)
+    -> {"tags": ids per post, "relation_score": [B], "attention": [B, R], ...}`) the post's row of
+    every other key.
     """
     if model.uses_visual and visual is None:
         raise MmnerError(f"{model.name} is a multimodal model: tag posts with the run's visual inputs "
@@ -77,7 +78,7 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
             loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True), desc="tagging",
             unit="batch", disable=None if progress else True, leave=False,  # None: no bar when stderr is not a terminal
         ):
-            index = batch["index"]
+            index, used = batch["index"], batch["visual_used"]
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if extras is not None and hasattr(model, "predict"):
                 result = dict(model.predict(batch))
@@ -86,6 +87,8 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
                     rows[i] = {k: v[j] for k, v in result.items()}
             else:
                 ids_per_post = model.decode(batch)
+            for j, i in enumerate(index):
+                rows[i]["visual"] = used[j]
             for i, post_ids in zip(index, ids_per_post):
                 ids[i] = post_ids
     if extras is not None:

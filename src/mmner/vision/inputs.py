@@ -68,6 +68,25 @@ class VisualInput:
         return self.problem is not None
 
 
+_ORIGINS = {"post": "the post's own caption", "file": "the run's caption file",
+            "image": "computed from the post's image", "cache": "the feature cache"}
+
+
+def describe(visual: VisualInput | None) -> dict[str, Any]:
+    """What visual input a post was tagged with, for its output record: `input` caption / grid / none,
+    the caption or the number of regions, where it came from, and for none, why."""
+    if visual is None:
+        return {"input": "none", "why": "the model reads text only"}
+    if visual.masked:
+        return {"input": "none", "why": visual.problem}
+    if visual.caption is not None:
+        return {"input": "caption", "caption": visual.caption, "from": _ORIGINS.get(visual.origin or "", visual.origin)}
+    if visual.regions is not None:
+        return {"input": "grid", "regions": int(visual.regions.shape[0]),
+                "from": _ORIGINS.get(visual.origin or "", visual.origin)}
+    return {"input": "none", "why": "the run reads no visual input"}
+
+
 @dataclass
 class VisualReport:
     """What `scan` found in a list of posts: how many have no usable image, and why."""
