@@ -170,6 +170,11 @@ def test_import_mmner_stays_light():
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})
 
 
+def result_caption_words(caption: str) -> list[str]:
+    """The class names of a pseudo-caption (comma-separated ImageNet names)."""
+    return [w for w in caption.replace(",", " ").split() if w]
+
+
 def _registry_names() -> list[str]:
     from mmner.models import registry
 
@@ -217,3 +222,6 @@ def test_every_registry_model_tags_new_posts(name, tmp_path, tiny_model_params, 
     else:
         assert used[0] == {"input": "caption", "caption": "a man with a phone", "from": "the post's own caption"}
         assert used[3]["input"] == "none" and used[3]["why"]
+        # an image without a caption: a pseudo-caption from the image (visual.caption_fallback), not nothing
+        assert used[1]["input"] == "caption" and used[1]["from"] == "computed from the post's image"
+        assert result_caption_words(used[1]["caption"])

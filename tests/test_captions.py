@@ -147,3 +147,33 @@ def test_real_caption_coverage(setting):
               for ds in ("twitter2015", "twitter2017")}
     assert totals == ({"twitter2015": 2, "twitter2017": 358} if setting == "blip2"
                       else {"twitter2015": 8257 - 5724, "twitter2017": 4819 - 4273})
+
+
+def test_new_posts_fall_back_to_a_pseudo_caption_of_their_image(tmp_path):
+    from PIL import Image
+
+    from mmner.vision.captions import FallbackCaptions
+
+    image = tmp_path / "new.png"
+    Image.new("RGB", (8, 8), (0, 90, 200)).save(image)
+    known = CaptionSource({"known": "a man on a bike"}, "test captions", "test file")
+
+    def captioner(_image) -> str:
+        return "mountain bike, unicycle"
+
+    source = FallbackCaptions(known, PseudoCaptionSource(captioner=captioner))
+    post = lambda **kw: Post(id="p", tokens=["hi"], **kw)  # noqa: E731
+    assert source.resolve(post(image_id="known", image_path=str(image))).text == "a man on a bike"  # the file's
+    got = source.resolve(post(image_id="new", image_path=str(image)))
+    assert (got.text, got.origin) == ("mountain bike, unicycle", "image")
+    assert source.resolve(post(image_id="new", image_path=str(image), caption="own words")).text == "own words"
+    blank = source.resolve(post(image_id="new", image_path=str(image), caption=datadir.BLANK_IMAGE_CAPTION))
+    assert blank.text is None  # a post's own caption is final, even a blank-image one
+    no_image = source.resolve(post(image_id="new"))
+    assert no_image.text is None and no_image.problem
+
+    def broken(_image) -> str:
+        raise MmnerError("efficientnet-lite0 weights are not installed")
+
+    failed = FallbackCaptions(known, PseudoCaptionSource(captioner=broken)).resolve(post(image_id="new", image_path=str(image)))
+    assert failed.text is None and "no pseudo-caption (efficientnet-lite0 weights are not installed)" in failed.problem

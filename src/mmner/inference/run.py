@@ -140,16 +140,22 @@ def visual_inputs(config: Config, dataset: str | None = None, data_dir: str | No
     """The run's visual inputs for the posts of `dataset` (a data name or file), or for new posts
     (`dataset` None): these bring their own caption, or an image file that grid features or a
     pseudo-caption are computed from. Under `caption`, a new post without its own caption is looked
-    up by image id in the run's caption file, when this machine has that file."""
-    try:
-        return VisualInputs.from_config(config.visual, dataset, data_dir or config.data.dir)
-    except MmnerError as exc:
-        if dataset is not None or config.visual.source != "caption":
-            raise
-        from mmner.vision.captions import CaptionSource
+    up by image id in the run's caption file, when this machine has that file, and else, with
+    `visual.caption_fallback: pseudo-caption`, captioned from its image."""
+    from mmner.vision.captions import CaptionSource, FallbackCaptions, PseudoCaptionSource
 
+    v = config.visual
+    try:
+        inputs = VisualInputs.from_config(v, dataset, data_dir or config.data.dir)
+    except MmnerError as exc:
+        if dataset is not None or v.source != "caption":
+            raise
         captions = CaptionSource({}, f"the posts' own captions ({exc})", f"no caption file ({exc})")
-        return VisualInputs("caption", config.visual.missing, captions=captions)
+        inputs = VisualInputs("caption", v.missing, captions=captions)
+    if dataset is None and v.source == "caption" and v.caption_fallback == "pseudo-caption":
+        fallback = PseudoCaptionSource(v.pseudo_k, v.grid_encoder, v.grid_weights)
+        inputs = VisualInputs("caption", v.missing, captions=FallbackCaptions(inputs.captions, fallback))
+    return inputs
 
 
 def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Post]],

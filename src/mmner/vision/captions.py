@@ -220,6 +220,28 @@ class PseudoCaptionSource:
         return Caption(text.strip(), "image")
 
 
+class FallbackCaptions:
+    """A caption source for new posts with a second source behind it: an image that `primary` has no
+    caption for (its post gave none and the run's caption file does not know it) gets `fallback`'s,
+    a pseudo-caption from the image, rather than being tagged from its text alone. A post's own caption
+    (even a blank-image one) is final, as everywhere; when both have none, `primary`'s reason stands."""
+
+    def __init__(self, primary: CaptionSource, fallback: PseudoCaptionSource) -> None:
+        self.primary, self.fallback = primary, fallback
+        self.detail = f"{primary.detail}; else {fallback.detail}"
+        self.where = primary.where
+
+    def resolve(self, post: Post) -> Caption:
+        caption = self.primary.resolve(post)
+        if caption.text is not None or post.caption is not None or not post.image_path:
+            return caption
+        try:
+            computed = self.fallback.resolve(post)
+        except MmnerError as exc:  # e.g. the CNN's weights are not installed: the post keeps its text
+            return Caption(None, "image", f"{caption.problem}; no pseudo-caption ({exc})")
+        return computed if computed.text is not None else Caption(None, "image", f"{caption.problem}; {computed.problem}")
+
+
 def own_caption(caption: str) -> Caption:
     """A caption the post carries itself: final, even when it says "no image"."""
     reason = no_image_reason(caption)

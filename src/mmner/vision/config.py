@@ -22,3 +22,7 @@ class VisualConfig(BaseModel):
     grid_weights: str | None = None  # its local weights file (required for resnet / timm:<arch>)
     cache: str | None = None  # source=grid: feature cache written by `mmner features extract`
     pseudo_k: int = Field(5, ge=1)  # source=pseudo-caption: top-k ImageNet class names per image
+    # source=caption, new posts (tagging, not training): an image without a caption of its own or in the
+    # caption file gets a pseudo-caption (top-pseudo_k ImageNet classes of grid_encoder), or `none`: it is
+    # tagged from its text alone. The output record says which (`visual`).
+    caption_fallback: Literal["pseudo-caption", "none"] = "pseudo-caption"

@@ -39,7 +39,7 @@ import torch
 
 from mmner.data.post import Post
 from mmner.errors import MmnerError
-from mmner.vision.captions import CaptionSource, PseudoCaptionSource, image_file_problem
+from mmner.vision.captions import CaptionSource, FallbackCaptions, PseudoCaptionSource, image_file_problem
 
 if TYPE_CHECKING:
     from mmner.vision.config import VisualConfig
@@ -118,7 +118,7 @@ class VisualInputs:
         source: str,
         missing: str = "error",
         *,
-        captions: CaptionSource | PseudoCaptionSource | None = None,
+        captions: CaptionSource | PseudoCaptionSource | FallbackCaptions | None = None,
         cache: Any = None,
         encoder: Any = None,
         load_image: Callable[[str], Any] | None = None,
