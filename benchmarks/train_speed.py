@@ -103,9 +103,12 @@ def f1_section(root: Path, records: list[dict]) -> list[str]:
             delta = f"{statistics.mean(diffs):+.2f} ({len(diffs)} seeds)"
             if len(runs["old"]) > 1:
                 spread = statistics.stdev(old.values())
-                within = abs(statistics.mean(diffs)) <= spread
-                verdicts.append(f"- {label}: Δ {statistics.mean(diffs):+.2f} against the old path's seed std "
-                                f"{spread:.2f}: {'within' if within else 'outside'} the seed spread.")
+                mean = statistics.mean(diffs)
+                where = ("within the seed spread" if abs(mean) <= spread else
+                         "above the seed spread (better than the old path)" if mean > 0 else
+                         "below the seed spread: it costs accuracy")
+                verdicts.append(f"- {label}: Δ {mean:+.2f} (per seed {', '.join(f'{d:+.2f}' for d in diffs)}) against "
+                                f"the old path's seed std {spread:.2f}: {where}.")
         lines.append(
             f"| {label} | {', '.join(str(r['seed']) for r in rs)} | {_mean_std([r['test_f1'] for r in rs])} | "
             f"{_mean_std([r['valid_f1'] for r in rs])} | {delta} | {', '.join(format(r['test_f1'], '.2f') for r in rs)} | "
