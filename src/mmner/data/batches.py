@@ -122,7 +122,7 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
-def _epoch_rng(sampler: Any, seed: int) -> random.Random:
+def epoch_rng(sampler: Any, seed: int) -> random.Random:
     """The shuffling of one epoch: a function of the run's seed and the epoch only, so a resumed run
     draws the batches it would have drawn."""
     return random.Random(f"{seed}:{getattr(sampler, 'epoch', 0)}")
@@ -139,7 +139,7 @@ class BucketBatchSampler(BatchSampler):
         self.seed, self.shuffle, self.chunk_batches = seed, shuffle, chunk_batches
 
     def __iter__(self):
-        rng = _epoch_rng(self.sampler, self.seed) if self.shuffle else None
+        rng = epoch_rng(self.sampler, self.seed) if self.shuffle else None
         yield from bucket_batches(list(self.sampler), self.lengths, self.batch_size, rng, self.chunk_batches,
                                   self.drop_last)
 
@@ -150,8 +150,14 @@ def loader(posts: list[Post], model: Tagger, batch_size: int, shuffle: bool, num
     batch's items carrying their `index` so that callers put the results back in post order."""
     dataset = PostDataset(posts, model, visual, gold)
     if sort and not shuffle and posts:
-        sampler = BucketBatchSampler(EpochSampler(len(dataset)), batch_size, lengths=item_lengths(dataset),
-                                     shuffle=False)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(model), num_workers=num_workers)
+        return bucketed_loader(dataset, model, batch_size, num_workers, shuffle=False)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=Collator(model),
                       num_workers=num_workers)
+
+
+def bucketed_loader(dataset: PostDataset, model: Tagger, batch_size: int, num_workers: int = 0, *,
+                    shuffle: bool, seed: int = 0, chunk_batches: int = 50) -> DataLoader:
+    """`BucketBatchSampler` batches of `dataset` (whose posts are all featurised here, for their lengths)."""
+    sampler = BucketBatchSampler(EpochSampler(len(dataset)), batch_size, lengths=item_lengths(dataset), seed=seed,
+                                 shuffle=shuffle, chunk_batches=chunk_batches)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(model), num_workers=num_workers)

@@ -5,6 +5,7 @@ from mmner.inference.run import (
     data_sha1,
     dataset_record,
     default_device,
+    device_name,
     evaluate,
     extras_summary,
     load_run,
@@ -13,5 +14,5 @@ from mmner.inference.run import (
     visual_inputs,
 )
 
-__all__ = ["check_visual", "data_sha1", "dataset_record", "default_device", "evaluate", "extras_summary", "load_run",
+__all__ = ["check_visual", "data_sha1", "dataset_record", "default_device", "device_name", "evaluate", "extras_summary", "load_run",
            "predict_tags", "score_posts", "visual_inputs"]

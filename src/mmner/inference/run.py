@@ -54,6 +54,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_name() -> str:
+    """The device as results record it (metrics.json `device`): the CUDA device's name, or `cpu`."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
 def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
                  extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None) -> list[list[str]]:
     """IOB2 tags for each post, one per token.
@@ -83,14 +88,11 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
             if extras is not None and hasattr(model, "predict"):
                 result = dict(model.predict(batch))
                 ids_per_post = result.pop("tags")
-                for j, i in enumerate(index):
-                    rows[i] = {k: v[j] for k, v in result.items()}
             else:
-                ids_per_post = model.decode(batch)
+                result, ids_per_post = {}, model.decode(batch)
             for j, i in enumerate(index):
-                rows[i]["visual"] = used[j]
-            for i, post_ids in zip(index, ids_per_post):
-                ids[i] = post_ids
+                ids[i] = ids_per_post[j]
+                rows[i] = {**{k: v[j] for k, v in result.items()}, "visual": used[j]}
     if extras is not None:
         extras.extend(rows)
     out = [model.labels.decode(post_ids or []) for post_ids in ids]

@@ -284,31 +284,23 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
             raise _error(422, "posts: empty list")
         if len(body.posts) > limits.max_posts:
             raise _error(413, f"posts: {len(body.posts)} posts, over the limit of {limits.max_posts} per request")
-        items: list[dict[str, Any] | None] = []
-        results: list[dict[str, Any] | None] = []
-        had_id: list[bool] = []
+        out: list[dict[str, Any] | None] = [None] * len(body.posts)  # a failed post's entry, else its record
+        good: list[tuple[int, dict[str, Any], bool]] = []  # position, item, whether the post gave its id
         for i, raw in enumerate(body.posts):
-            where = f"posts.{i}."
             try:
                 post = PostIn(text=raw) if isinstance(raw, str) else PostIn.model_validate(raw)
-                item = await json_item(post, i, where)
+                good.append((i, await json_item(post, i, f"posts.{i}."), post.id is not None))
             except ValidationError as exc:
                 _, message = _describe_validation([{**e, "loc": ("posts", i, *e["loc"])} for e in exc.errors()])
-                items.append(None); results.append(_failed(raw, message)); had_id.append(False)
-                continue
+                out[i] = _failed(raw, message)
             except ApiError as exc:
                 if exc.status_code == 413:  # a size limit refuses the request, as for a single post
                     raise
-                items.append(None); results.append(_failed(raw, str(exc.detail))); had_id.append(False)
-                continue
-            except MmnerError as exc:
-                items.append(None); results.append(_failed(raw, f"{where.rstrip('.')}: {exc}")); had_id.append(False)
-                continue
-            items.append(item); results.append(None); had_id.append(post.id is not None)
-        good = [item for item in items if item is not None]
-        tagged = iter(await tag(good) if good else [])
-        out = [public(next(tagged), had_id[i]) if results[i] is None else results[i] for i in range(len(items))]
-        return {"results": out, "failed": sum(r is not None for r in results)}
+                out[i] = _failed(raw, str(exc.detail))
+        records = await tag([item for _, item, _ in good]) if good else []
+        for (i, _, had_id), record in zip(good, records):
+            out[i] = public(record, had_id)
+        return {"results": out, "failed": len(body.posts) - len(good)}
 
     @app.post("/v1/tag/upload")
     async def tag_upload(

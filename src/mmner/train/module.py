@@ -17,12 +17,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from mmner.config import Config
 from mmner.data.batches import (
-    BucketBatchSampler,
     Collator,
     EpochSampler,
     PostDataset,
-    _epoch_rng,
     bucket_batches,
+    bucketed_loader,
+    epoch_rng,
     item_lengths,
     loader,
 )
@@ -40,10 +40,8 @@ def train_loader(posts: list[Post], model: Tagger, config: Config, visual: Visua
     t = config.trainer
     if t.batching == "random":
         return loader(posts, model, t.batch_size, True, t.num_workers, visual)
-    dataset = PostDataset(posts, model, visual)
-    sampler = BucketBatchSampler(EpochSampler(len(dataset)), t.batch_size, lengths=item_lengths(dataset),
-                                 seed=config.seed, chunk_batches=t.bucket_batches)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(model), num_workers=t.num_workers)
+    return bucketed_loader(PostDataset(posts, model, visual), model, t.batch_size, t.num_workers, shuffle=True,
+                           seed=config.seed, chunk_batches=t.bucket_batches)
 
 
 class TaskDataset(Dataset):
@@ -106,7 +104,7 @@ class TaskBatchSampler(BatchSampler):
         return buckets
 
     def __iter__(self):
-        rng = _epoch_rng(self.sampler, self.seed) if self.lengths is not None else None
+        rng = epoch_rng(self.sampler, self.seed) if self.lengths is not None else None
         for bucket, size in zip(self._buckets(), self.batch_sizes):
             if rng is not None:
                 yield from bucket_batches(bucket, self.lengths, size, rng, self.chunk_batches, self.drop_last)
@@ -251,7 +249,7 @@ class TaggerModule(L.LightningModule):
             param_groups.append({"params": no_decay, "lr": lrs[name], "weight_decay": 0.0})
         # The fused kernel updates every parameter in one pass (on the CPU about 4x faster than the loop);
         # not under fp16 mixed precision, whose gradient scaler must unscale before clipping.
-        scaled = "16-mixed" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision)
+        scaled = self.trainer.precision == "16-mixed"
         optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]], fused=o.fused and not scaled)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup * total), total)

@@ -22,17 +22,18 @@ from mmner.data import datadir
 from mmner.data.post import Post
 from mmner.data.readers import write_conll
 from mmner.errors import Interrupted, MmnerError
-from mmner.models import registry
-from mmner.tagging.vocab import LabelVocab
 from mmner.inference import (
     check_visual,
     dataset_record,
     default_device,
+    device_name,
     extras_summary,
     predict_tags,
     score_posts,
     visual_inputs,
 )
+from mmner.models import registry
+from mmner.tagging.vocab import LabelVocab
 from mmner.train.module import PostDataModule, TaggerModule
 
 log = logging.getLogger("mmner")
@@ -322,7 +323,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         # every epoch's own time, over all starts of a resumed run (this start's wall time covers only its epochs)
         "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds
                                    else train_seconds / max(trainer.current_epoch, 1), 1),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": device_name(),
         "trainer_precision": precision,
         "threads": threads,
         "batching": t.batching,

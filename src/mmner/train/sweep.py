@@ -283,9 +283,9 @@ def scan(runs: list[Run], root: Path, failed: dict[str, dict] | None = None, run
 
 def this_device() -> str:
     """What metrics.json would say for a run trained here (`device`)."""
-    import torch
+    from mmner.inference import device_name
 
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return device_name()
 
 
 def estimate(statuses: list[Status], device: str) -> None:
