@@ -1,12 +1,12 @@
 """Chen et al. ("Can images help recognize entities?") on Twitter-2015/2017: docs/results/chen.md and
-docs/results/chen.json from the run directories under runs/bench, which `mmner sweep` trains.
+docs/results/chen.json from the run directories under benchmarks/runs, which `mmner sweep` trains.
 
     mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
     python benchmarks/chen.py                       # the table from what has finished
 
 The text-only bert-crf rows are the runs the other tables share, so the table compares every multimodal
 model with its text-only baseline on the same encoder, dataset and seeds. Run directories made elsewhere
-(a GPU machine) can be copied under runs/bench.
+(a GPU machine) can be copied under benchmarks/runs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SPEC = Benchmark(
     doc=__doc__,
     title="Chen et al.: can images help recognize entities?",
     intro=[
-        "Made by `benchmarks/chen.py` from the run directories under `runs/bench` (one per config and seed).",
+        "Made by `benchmarks/chen.py` from the run directories under `benchmarks/runs` (one per config and seed).",
         "Test split, entity-level F1 in conlleval mode at the word level (first sub-token), epoch selected on",
         "valid F1, mean ± std over seeds. Dataset variant: UMT release of Twitter-2015/2017. Visual input of the",
         "multimodal models: BLIP-2 captions (`visual.source: caption`), the fusion heads and VisualBERT reading",

@@ -2,7 +2,7 @@
 
 Each of those scripts is a `Benchmark` spec (which runs are its rows, what the paper reported, which
 reference rows every row is compared with, any columns of its own) and `main(SPEC)`. The table: runs of
-runs/bench (`baselines.collect`) grouped by dataset, encoder, row (model or config variant) and visual
+benchmarks/runs (`baselines.collect`) grouped by dataset, encoder, row (model or config variant) and visual
 source, one section per dataset and encoder, mean ± std over seeds, Δ against the references, the paper's
 F1, epochs / s per epoch / device, then the visual inputs and one line per run with its git commit;
 written as <output>.md and <output>.json.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from baselines import ROOT, _mean_std, collect
+from baselines import ROOT, _mean_std, collect, device_cell
 
 ENCODERS = {"minilm": "minilm-l6", "mpnet": "mpnet-base"}
 DATASETS = ("twitter2015", "twitter2017")
@@ -123,7 +123,7 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
              "What each row implements of its paper, and every deviation: [docs/fidelity.md](../fidelity.md)."]
     columns = [*spec.row_columns, "visual", "seeds", "test F1", *(ref.column for ref in spec.references), "P", "R",
                "masked", "gold entities", "paper F1", *(header for header, _ in spec.extra_columns),
-               "epochs (best)", "s / epoch", "device"]
+               "epochs (best)", "s / epoch", "device, precision"]
     order = list(spec.variants)
     for ds in DATASETS:
         for enc in ENCODERS.values():
@@ -143,7 +143,7 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
                     format(paper, spec.paper_format) if paper is not None else "–",
                     *(cell(rs) for _, cell in spec.extra_columns),
                     ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
-                    ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs), ", ".join(sorted({r["device"] for r in rs})),
+                    ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs), device_cell(rs),
                 ]
                 lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if spec.references:
@@ -171,7 +171,7 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
 def main(spec: Benchmark, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=spec.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", choices=[*spec.commands, "table"], default="table")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / f"{spec.name}.md")
     args = parser.parse_args(argv)
     if args.command in spec.commands:

@@ -4,7 +4,7 @@ by how much, and whether the difference is more than the choice of test posts wo
     python benchmarks/leaderboard.py                     # docs/results/leaderboard.md and .json
     python benchmarks/leaderboard.py --resamples 5000
 
-Rows are the finished runs under runs/bench (those of baselines.py, chen.py, umt.py, rpbert.py and
+Rows are the finished runs under benchmarks/runs (those of baselines.py, chen.py, umt.py, rpbert.py and
 rgcn.py; low-resource runs are left out), one row per config variant (`umt-no-gate`, `rpbert-soft`,
 ...), ranked by mean test F1 over seeds. Each row is compared with bert-crf of the same dataset and
 encoder over the seeds both have: Δ is the mean over those seeds of the paired F1 difference, and the
@@ -70,6 +70,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
                        "seeds": [r["seed"] for r in rs], "f1": round(statistics.mean(f1s), 2),
                        "f1_std": round(statistics.stdev(f1s), 2) if len(f1s) > 1 else None,
                        "gold_entities": rs[0]["gold_entities"], "runs": [r["run"] for r in rs],
+                       "precision": sorted({r.get("trainer_precision", "32-true") for r in rs}),
                        "results": DOCS.get(rs[0]["model"])}
                 shared = [r for r in rs if r["seed"] in reference]
                 if variant != REFERENCE and shared:
@@ -90,13 +91,15 @@ def render(sections: list[dict], resamples: int) -> str:
     lines = [
         "# Leaderboard",
         "",
-        "Made by `benchmarks/leaderboard.py` from the run directories under `runs/bench`: every system with a",
+        "Made by `benchmarks/leaderboard.py` from the run directories under `benchmarks/runs`: every system with a",
         "finished run, ranked by mean test F1 (conlleval, entity level) over its seeds. Δ: mean over the seeds",
         f"shared with `{REFERENCE}` (same dataset and encoder) of the paired F1 difference; 95% interval and",
         f"p-value: paired bootstrap over test posts ({resamples} resamples, seeds paired). An interval that",
         "contains 0 means the test set cannot tell the system from text-only bert-crf; with many rows, some",
         "p < 0.05 are expected by chance alone. The seed-to-seed spread (±: std over seeds) is a second,",
         "separate source of variation. Runs, configs and commits: the per-paper tables named in `table`.",
+        "Precision: the training precision of the row's runs (`trainer.precision: auto` picks bf16-mixed on",
+        "a machine with bf16, else 32-true; the runs were made on whichever machine the sweep had).",
     ]
     for sec in sections:
         ref = next((r for r in sec["rows"] if r["system"] == REFERENCE), None)
@@ -106,7 +109,8 @@ def render(sections: list[dict], resamples: int) -> str:
         if ref and ref["f1_std"] is not None:
             lines += ["", f"`{REFERENCE}` over seeds {', '.join(map(str, ref['seeds']))}: "
                       f"{ref['f1']:.2f} ± {ref['f1_std']:.2f}."]
-        header = ["rank", "system", "visual", "seeds", "test F1", "Δ vs bert-crf", "95% interval", "p", "table"]
+        header = ["rank", "system", "visual", "seeds", "test F1", "Δ vs bert-crf", "95% interval", "p", "precision",
+                  "table"]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rank, row in enumerate(sec["rows"], 1):
             vs = row.get("vs_reference")
@@ -119,7 +123,8 @@ def render(sections: list[dict], resamples: int) -> str:
                 delta = interval = p = "–"
             table = f"[{row['results']}]({row['results']}.md)" if row["results"] else "–"
             lines.append("| " + " | ".join([str(rank), f"`{row['system']}`", row["visual_source"],
-                                             ", ".join(map(str, row["seeds"])), f1, delta, interval, p, table]) + " |")
+                                             ", ".join(map(str, row["seeds"])), f1, delta, interval, p,
+                                             ", ".join(row["precision"]), table]) + " |")
     if not sections:
         lines += ["", "No finished runs yet."]
     return "\n".join(lines) + "\n"
@@ -127,7 +132,7 @@ def render(sections: list[dict], resamples: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "leaderboard.md")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")

@@ -5,7 +5,7 @@ same encoder and seed, with low-resource curves of both, as docs/reports/twitter
     python benchmarks/report_twitter2017.py --encoder mpnet            # docs/reports/twitter2017.html
     python benchmarks/report_twitter2017.py --encoder minilm --seed 13 # docs/reports/twitter2017-minilm.html
 
-Steps, each skipped when its result exists (runs live under runs/bench, next to the benchmark runs):
+Steps, each skipped when its result exists (runs live under benchmarks/runs, next to the benchmark runs):
 1. the text-only baseline `bert-crf-<encoder>-twitter2017-s<seed>` must be finished (benchmarks/baselines.py);
 2. the multimodal model is the finished multimodal Twitter-2017 run of that encoder and seed with the
    best VALID F1 (the test set plays no part in the choice); every candidate is listed; when that model
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--encoder", choices=list(ENCODERS), default="mpnet")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--fractions", nargs="*", type=float, default=[0.1, 0.25, 0.5])
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
     parser.add_argument("--fraction-runs-dir", type=Path, default=ROOT / "runs" / "fractions")
     parser.add_argument("--shots", nargs="*", default=["scores", "attention"], help="report sections to screenshot")
     args = parser.parse_args()

@@ -1,5 +1,5 @@
 """R-GCN (Zhao et al. 2022) and its ablations on Twitter-2015/2017: docs/results/rgcn.md and .json from
-the run directories under runs/bench, which `mmner sweep` trains.
+the run directories under benchmarks/runs, which `mmner sweep` trains.
 
     mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
     python benchmarks/rgcn.py                       # the table from what has finished
@@ -8,8 +8,8 @@ the run directories under runs/bench, which `mmner sweep` trains.
 Rows: the full model (`rgcn-*`: inter- and intra-modal relation graphs), its ablations (`rgcn-inter-only-*`,
 the paper's "w/o IntraRG"; `rgcn-intra-only-*`, "w/o InterRG") and the text-only bert-crf, all with the same
 encoder, schedule (epochs, batch, learning rates) and seeds, so that every difference is the model's. Runs go
-to runs/bench/<config>-s<seed>, next to those of the other benchmarks (the bert-crf runs are shared and reused
-when finished); run directories made elsewhere (a GPU machine) can be copied under runs/bench.
+to benchmarks/runs/<config>-s<seed>, next to those of the other benchmarks (the bert-crf runs are shared and reused
+when finished); run directories made elsewhere (a GPU machine) can be copied under benchmarks/runs.
 
 Besides F1, each R-GCN row records the index: its build time (embedding every training post with the frozen
 encoder, written by `train` into rgcn_index/index.json) and the retrieval time per post (exact top-k search of
@@ -146,7 +146,7 @@ SPEC = Benchmark(
     doc=__doc__,
     title="R-GCN: relation-enhanced graph convolutional network",
     intro=[
-        "Made by `benchmarks/rgcn.py` from the run directories under `runs/bench` (one per config and seed).",
+        "Made by `benchmarks/rgcn.py` from the run directories under `benchmarks/runs` (one per config and seed).",
         "Test split, entity-level F1 in conlleval mode at the word level (first sub-token), epoch selected on",
         "valid F1, mean ± std over seeds. Dataset variant: UMT release of Twitter-2015/2017. Every row of a table",
         "has the same encoder, schedule and seeds. Visual input of the R-GCN rows: BLIP-2 captions",

@@ -1,14 +1,14 @@
 """RpBERT (Sun et al. 2021) on Twitter-2015/2017: docs/results/rpbert.md and .json from the run
-directories under runs/bench, which `mmner sweep` trains.
+directories under benchmarks/runs, which `mmner sweep` trains.
 
     mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
     python benchmarks/rpbert.py                     # the table from what has finished
 
-Runs go to runs/bench/<config>-s<seed>, next to those of benchmarks/baselines.py and benchmarks/chen.py:
+Runs go to benchmarks/runs/<config>-s<seed>, next to those of benchmarks/baselines.py and benchmarks/chen.py:
 each RpBERT row is compared with the text-only bert-crf (Δ text) and with visualbert-crf (Δ w/o Rp: the
 same single-stream input without relation propagation, the paper's Table 6 ablation) of the same dataset,
 encoder and seeds, when those runs have finished. Run directories made elsewhere (a GPU machine) can be
-copied under runs/bench.
+copied under benchmarks/runs.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ SPEC = Benchmark(
     doc=__doc__,
     title="RpBERT: text-image relation propagation",
     intro=[
-        "Made by `benchmarks/rpbert.py` from the run directories under `runs/bench` (one per config and seed).",
+        "Made by `benchmarks/rpbert.py` from the run directories under `benchmarks/runs` (one per config and seed).",
         "Test split, entity-level F1 in conlleval mode at the word level (first sub-token), epoch selected on",
         "valid F1, mean ± std over seeds. Dataset variant: UMT release of Twitter-2015/2017. Visual input: BLIP-2",
         "captions as visual tokens (`visual.source: caption`); posts without a usable caption are masked",

@@ -1,5 +1,5 @@
 """UMT (Yu et al. 2020) and its ablations on Twitter-2015/2017: docs/results/umt.md and .json from the
-run directories under runs/bench, which `mmner sweep` trains.
+run directories under benchmarks/runs, which `mmner sweep` trains.
 
     mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
     python benchmarks/umt.py                        # the table from what has finished
@@ -7,9 +7,9 @@ run directories under runs/bench, which `mmner sweep` trains.
 Rows: the full model (`umt-*`), its ablations (`umt-no-aux-*`: no entity span detection, the paper's
 MT-BERT-CRF; `umt-no-gate-*`: no visual gate; `umt-no-image-*`: the text-only branch) and the text-only
 bert-crf, all with the same encoder, schedule (epochs, batch, learning rates) and seeds, so that every
-difference is the model's. Runs go to runs/bench/<config>-s<seed>, next to those of benchmarks/baselines.py
+difference is the model's. Runs go to benchmarks/runs/<config>-s<seed>, next to those of benchmarks/baselines.py
 and benchmarks/chen.py (the bert-crf runs are shared); run directories made elsewhere (a GPU machine) can
-be copied under runs/bench.
+be copied under benchmarks/runs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ SPEC = Benchmark(
     doc=__doc__,
     title="UMT: unified multimodal transformer with auxiliary entity span detection",
     intro=[
-        "Made by `benchmarks/umt.py` from the run directories under `runs/bench` (one per config and seed).",
+        "Made by `benchmarks/umt.py` from the run directories under `benchmarks/runs` (one per config and seed).",
         "Test split, entity-level F1 in conlleval mode at the word level (first sub-token), epoch selected on",
         "valid F1, mean ± std over seeds. Dataset variant: UMT release of Twitter-2015/2017. Every row of a table",
         "has the same encoder, schedule and seeds. Visual input of the multimodal rows: BLIP-2 captions",
