@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 @dataclass
 class AuxiliaryTask:
     """An extra training objective a model brings, trained in the same loop as tagging (a model's
-    `auxiliary_tasks(config) -> list[AuxiliaryTask]`, e.g. RpBERT's text-image relation classification).
+    `auxiliary_tasks(config, posts=train posts, visual=their visual inputs) -> list[AuxiliaryTask]`, e.g.
+    RpBERT's text-image relation classification).
 
     Each epoch runs every auxiliary task's batches first, in list order, then the tagging batches
     (RpBERT, Algorithm 1); every batch is one task's and optimises that task's `loss` alone.

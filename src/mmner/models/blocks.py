@@ -265,3 +265,18 @@ def attention_rows(record: AttentionRecord, batch: dict[str, Any], tokenizer: An
             raise MmnerError(f"region attention: {keep.numel()} regions but {len(entry['labels'])} region names")
         rows.append(entry)
     return rows
+
+
+def pool_words(flat: torch.Tensor, gather: torch.Tensor, pieces: torch.Tensor | None = None) -> torch.Tensor:
+    """Each word's state from the encoder's flat token states `flat` [M, H]: the state at `gather` (its
+    first sub-token; any shape of indices into M), or with `pieces` (same shape: the word's sub-token
+    count, its sub-tokens consecutive from `gather`) the mean over its sub-tokens. A count of 0 (padding)
+    gives zeros. [*gather.shape, H]"""
+    if pieces is None:
+        return flat[gather]
+    k = max(int(pieces.max()), 1) if pieces.numel() else 1
+    steps = torch.arange(k, device=flat.device)
+    valid = steps < pieces.unsqueeze(-1)  # [..., K]
+    index = torch.where(valid, gather.unsqueeze(-1) + steps, gather.unsqueeze(-1))
+    total = (flat[index] * valid.unsqueeze(-1).to(flat.dtype)).sum(-2)  # [..., H]
+    return total / pieces.clamp(min=1).unsqueeze(-1).to(flat.dtype)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from mmner.data.post import Post
@@ -52,9 +52,11 @@ from mmner.errors import MmnerError
 from mmner.models.base import AuxiliaryTask, ModelParams
 from mmner.models.bert_crf import BertCRF
 from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
-from mmner.models.blocks import AttentionRecord, attention_rows, resolve_region_params
+from mmner.models.blocks import AttentionRecord, attention_rows, pool_words, resolve_region_params
 from mmner.models.registry import register
+from mmner.models.relation_labels import weak_relation
 from mmner.models.visualbert_crf import VisualBertCRF, VisualBertCRFParams
+from mmner.tagging.alignment import word_pieces
 from mmner.tagging.vocab import LabelVocab
 from mmner.text.encoders import load_encoder, load_tokenizer, resolve_encoder
 from mmner.text.vectors import (
@@ -70,6 +72,7 @@ from mmner.text.vectors import (
 
 if TYPE_CHECKING:
     from mmner.config import Config
+    from mmner.vision.captions import CaptionSource
     from mmner.vision.inputs import VisualInput, VisualInputs
 
 log = logging.getLogger("mmner")
@@ -78,14 +81,28 @@ TRC_TRAIN_ROWS = 3576  # RpBERT: the first 3576 rows of textimage-data.csv train
 
 
 class TrcParams(BaseModel):
-    """The TRC task of Algorithm 1 (`model.trc`)."""
+    """Task#1 of Algorithm 1, relation supervision (`model.trc`): which posts and labels train the relation
+    classifier before MNER in every epoch.
+
+    `labels: trc`: the TRC corpus (Vempala & Preotiuc-Pietro 2019, `image_adds`; first `train_rows` rows).
+    Its images are not distributed with it, so by default (`visual: masked`) the TRC tweets are seen
+    without their image: the classifier learns a text-side prior of whether a tweet's image adds to it.
+    With the tweets' images captioned (`visual: captions`, `captions: FILE` keyed by tweet id) or at hand
+    (`visual: images`, `images: FOLDER` of <tweet_id>.jpg) they are seen as the paper saw them.
+    `labels: weak`: the MNER training posts with their own visual input, labelled by
+    `relation_labels.weak_relation` from their gold entities and a caption of their image (`weak_captions`:
+    blip2, owl or a file; default the run's `visual.caption`).
+    """
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = False
+    labels: Literal["trc", "weak"] = "trc"
     data: str = "trc/textimage-data.csv"  # a file, or a path inside the data dir
     train_rows: int = Field(TRC_TRAIN_ROWS, ge=1)
-    captions: str | None = None  # captions file keyed by tweet id (JSON / BLIP-2 format), for visual.source caption
-    images: str | None = None  # folder of <tweet_id>.jpg|.png, for visual.source grid / pseudo-caption
+    visual: Literal["masked", "captions", "images"] = "masked"  # the TRC tweets' visual input (labels: trc)
+    captions: str | None = None  # captions file keyed by tweet id (JSON / BLIP-2 format), for visual: captions
+    images: str | None = None  # folder of <tweet_id>.jpg|.png, for visual: images
+    weak_captions: str | None = None  # labels: weak: the captions the rule reads (blip2, owl, a file)
     batch_size: int = Field(8, ge=1)  # Table 2: mini-batch 8
 
 
@@ -104,7 +121,23 @@ class RpBertParams(VisualBertCRFParams):
     char_filters: int = Field(50, ge=1)
     lstm_hidden: int = Field(1024, ge=1)
     lstm_layers: int = Field(2, ge=1)
+    # a word's state for the head: its first sub-token's, or the mean of its sub-tokens' (Sun et al. for
+    # the biLSTM-CRF head, "we average the outputs of BERT-tokenized subwords"); default: mean for
+    # head bilstm-crf, first for head crf (as bert-crf)
+    word_pooling: Literal["first", "mean"] | None = None
+    # The paper's settings: "the FC layers ... are a linear neural network followed by ReLU". On the two
+    # relation logits a ReLU stops learning wherever both are <= 0 (a synthetic TRC task stays at chance
+    # with it, tests/test_rpbert.py), and the authors' released relation classifier has it commented out:
+    # off by default, on to follow the text.
+    relation_relu: bool = False
+    propagate: bool = True  # false: "w/o Rp" (Table 6): r = 1 for every post, the rest unchanged
     trc: TrcParams = TrcParams()
+
+    @model_validator(mode="after")
+    def _pooling(self) -> "RpBertParams":
+        if self.word_pooling is None:
+            self.word_pooling = "mean" if self.head == "bilstm-crf" else "first"
+        return self
 
 
 @register("rpbert")
@@ -138,19 +171,30 @@ class RpBert(VisualBertCRF):
     def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
         params = resolve_region_params(params, visual)
         trc = params.trc  # type: ignore[attr-defined]
-        if trc.enabled:
-            need = "captions" if visual.source == "caption" else "images"
-            if getattr(trc, need) is None:
-                given = "model.trc.images" if trc.images else "model.trc.captions" if trc.captions else "neither"
+        if trc.labels == "trc" and trc.visual == "masked" and (trc.captions or trc.images):
+            given = "model.trc.captions" if trc.captions else "model.trc.images"
+            raise MmnerError(f"{given}: set model.trc.visual: {'captions' if trc.captions else 'images'} to use it "
+                             "(model.trc.visual: masked shows the TRC tweets without their images)")
+        if trc.enabled and trc.labels == "trc" and trc.visual != "masked":
+            need = trc.visual
+            if need == "captions" and visual.source != "caption":
+                raise MmnerError(f"model.trc.visual: captions needs visual.source: caption (not {visual.source}); "
+                                 "use model.trc.visual: images for grid / pseudo-caption")
+            if need == "images" and visual.source == "caption":
+                raise MmnerError("model.trc.visual: images needs visual.source grid or pseudo-caption; "
+                                 "use model.trc.visual: captions with visual.source: caption")
+            where = getattr(trc, need)
+            if where is None:
                 raise MmnerError(
-                    f"model.trc.{need}: TRC training (model.trc.enabled: true) with visual.source: {visual.source} "
-                    f"needs the TRC tweets' {'captions' if need == 'captions' else 'images'} ({given} given). "
-                    "The TRC corpus' images are not in the data dir: set model.trc.captions to a captions file keyed "
-                    "by tweet id (visual.source: caption) or model.trc.images to a folder of <tweet_id>.jpg "
-                    "(grid / pseudo-caption), or set model.trc.enabled: false to train without TRC")
-            where = Path(getattr(trc, need)).expanduser()
+                    f"model.trc.{need}: model.trc.visual: {need} needs the TRC tweets' {need} "
+                    f"({'a captions file keyed by tweet id' if need == 'captions' else 'a folder of <tweet_id>.jpg'}); "
+                    "the TRC corpus' images are not in the data dir: set it, or model.trc.visual: masked")
+            where = Path(where).expanduser()
             if not (where.is_file() if need == "captions" else where.is_dir()):
                 raise MmnerError(f"model.trc.{need}: {where} is not a {'captions file' if need == 'captions' else 'folder'}")
+        if trc.enabled and trc.labels == "weak" and trc.weak_captions is None and visual.source != "caption":
+            raise MmnerError(f"model.trc.weak_captions: weak relation labels read a caption of each image; with "
+                             f"visual.source: {visual.source} name the captions (blip2, owl or a file)")
         return params
 
     @staticmethod
@@ -201,12 +245,19 @@ class RpBert(VisualBertCRF):
     # -- data -----------------------------------------------------------------------------------
     def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
         item = super().featurize(post, visual)
+        if self.params.word_pooling == "mean":
+            item["word_pieces"] = [len(p) for p in word_pieces(self.tokenizer, post.tokens, self.max_length - 2)]
         if self.params.head == "bilstm-crf":
             item.update(BiLSTMCRF.featurize(self, post))  # type: ignore[arg-type]  # word / vector / char ids
         return item
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().collate(items)
+        if self.params.word_pooling == "mean":
+            pieces = torch.zeros(batch["word_mask"].shape, dtype=torch.long)
+            for b, item in enumerate(items):
+                pieces[b, : len(item["word_pieces"])] = torch.tensor(item["word_pieces"])
+            batch["word_pieces"] = pieces
         if self.params.head == "bilstm-crf":
             words = BiLSTMCRF.collate(self, items)  # type: ignore[arg-type]
             batch.update({k: words[k] for k in ("word_ids", "vector_ids", "char_ids")})
@@ -245,13 +296,18 @@ class RpBert(VisualBertCRF):
         index = torch.cat([cls_index, gather.flatten()]) if words else cls_index
         # region attention (predict) is recorded in the pass that gives the word states
         record = {"_record": batch.get("_record"), "_record_gather": gather} if words else {"_record": None}
-        states = self.word_states({**batch, "gather": index, **record})  # [N (+ B * W), H]
+        pieces = batch.get("word_pieces")
+        if pieces is not None:  # the [CLS] state is one token's; the words' as word_pooling says
+            pieces = torch.cat([torch.ones_like(cls_index), pieces.flatten()]) if words else torch.ones_like(cls_index)
+        states = self.word_states({**batch, "gather": index, "word_pieces": pieces, **record})  # [N (+ B * W), H]
         cls_states = states[:n]
         owner = batch["window_post"]
         b = gather.shape[0]
         pooled = cls_states.new_zeros(b, cls_states.shape[-1]).index_add_(0, owner, cls_states)
         pooled = pooled / torch.bincount(owner, minlength=b).clamp(min=1).unsqueeze(-1).to(pooled.dtype)
         logits = self.relation(self.dropout(pooled))  # [B, 2]
+        if self.params.relation_relu:
+            logits = F.relu(logits)  # the FC layer: linear, then ReLU (the paper's settings)
         return logits, states[n:].reshape(*gather.shape, -1) if words else None
 
     def relation_gate(self, logits: torch.Tensor) -> torch.Tensor:
@@ -266,6 +322,18 @@ class RpBert(VisualBertCRF):
             return (pi > 0.5).to(pi.dtype) + pi - pi.detach()  # forward 0 / 1, gradient of pi
         return pi
 
+    def score_relation(self, logits: torch.Tensor) -> torch.Tensor:
+        """The relation score r reported per post [B]: pi_1 (Eq. 2), except for the Gumbel gate, whose
+        inference gate is softmax(x / tau)_1: the score is then the value the gate used."""
+        if self.params.gate == "gumbel":
+            return torch.softmax(logits.float() / self.tau, -1)[:, 1]
+        return torch.softmax(logits.float(), -1)[:, 1]
+
+    @property
+    def reports_relation(self) -> bool:
+        """Whether r means anything: it gates the visual tokens, or Task#1 trains the classifier."""
+        return self.params.propagate or self.params.trc.enabled
+
     def relation_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Task#1 (Eq. 7): cross entropy of the relation logits against `relation` [B]."""
         logits, _ = self.relation_pass({**batch, "_regions": self.visual(batch, self.encoder)})
@@ -274,18 +342,28 @@ class RpBert(VisualBertCRF):
     # -- compute --------------------------------------------------------------------------------
     def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both passes: word states [B, W, H] after relation propagation, the relation logits [B, 2]
-        and the gate r [B]."""
+        and the gate r [B]. Without propagation ("w/o Rp") r is 1: the visual tokens enter ungated, which
+        is pass 1 itself, so its word states are the tagging states."""
         regions = self.visual(batch, self.encoder)  # projected once, used by both passes
         batch = {**batch, "_regions": regions}
+        if not self.params.propagate:
+            logits, states = self.relation_pass(batch, words=True)
+            return states, logits, torch.ones(logits.shape[0], device=logits.device)  # type: ignore[return-value]
         output = self.params.propagation == "output"
         logits, both = self.relation_pass(batch, words=output)
         r = self.relation_gate(logits)
         if output:
-            text = BertCRF.word_states(self, batch)  # the text alone: [B, W, H]
+            text = self.text_states(batch)  # the text alone: [B, W, H]
             states = text + r[:, None, None].to(text.dtype) * (both - text)
         else:
             states = self.word_states({**batch, "_gate": r})
         return states, logits, r
+
+    def text_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The words' states from the text alone (no visual tokens), pooled as `word_pooling` says."""
+        types = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **types).last_hidden_state
+        return pool_words(hidden.reshape(-1, hidden.shape[-1]), batch["gather"], batch.get("word_pieces"))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         states, logits, r = self.encode(batch)
@@ -300,15 +378,16 @@ class RpBert(VisualBertCRF):
         return out
 
     def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Tags, `relation_score` (pi_1, the probability that the image adds to the text; None for a
-        post without image) and the region `attention` of the tagging pass (for `propagation: input`
+        """Tags, `relation_score` (pi_1, the probability that the image adds to the text, see
+        `score_relation`; None for a post without image, and for "w/o Rp" without Task#1, whose relation
+        classifier never trains) and the region `attention` of the tagging pass (for `propagation: input`
         the gated pass: RpBERT's a_j^v and S_TV, eq. 10-11; for `output` the multimodal pass 1)."""
         record = AttentionRecord()
         out = self.forward({**batch, "tags": None, "_record": record})
         tags = self.crf.decode(out["emissions"], out["word_mask"])
-        score = torch.softmax(out["relation_logits"].float(), -1)[:, 1].tolist()
-        has_image = self._has_image(batch).tolist()
-        return {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, has_image)],
+        score = self.score_relation(out["relation_logits"]).tolist()
+        shown = self._has_image(batch).tolist() if self.reports_relation else [False] * len(score)
+        return {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, shown)],
                 "attention": attention_rows(record, batch, self.tokenizer)}
 
     @staticmethod
@@ -318,18 +397,32 @@ class RpBert(VisualBertCRF):
         return batch["region_mask"].any(-1)
 
     # -- multitask (Algorithm 1) --------------------------------------------------------------
-    def auxiliary_tasks(self, config: Config) -> list:
-        """The TRC task when `trc.enabled` (trained before MNER in every epoch)."""
+    def relation_task(self, config: Config, posts: list[Post] | None, visual: VisualInputs | None,
+                      split: Literal["train", "test"]) -> tuple[list[Post], list[int], VisualInputs, str]:
+        """Task#1's posts, their relation labels and visual inputs, and a one-line description: the TRC
+        rows of `split`, or (`labels: weak`) `posts` (the MNER split's) with `visual` (their inputs)."""
+        trc = self.params.trc
+        if trc.labels == "trc":
+            rows, labels = trc_posts(trc, config, split)
+            inputs = trc_visual(trc, config)
+            return rows, labels, inputs, f"TRC {split} rows of {trc.data}, visual input: {inputs.detail}"
+        if posts is None or visual is None:
+            raise MmnerError("model.trc.labels: weak labels the MNER posts themselves; none were given")
+        captions, labels = weak_labels(posts, trc, config)
+        return posts, labels, visual, f"weak labels from {captions.detail}"
+
+    def auxiliary_tasks(self, config: Config, posts: list[Post] | None = None,
+                        visual: VisualInputs | None = None) -> list:
+        """Task#1 when `trc.enabled` (trained before MNER in every epoch): on the TRC corpus, or with
+        `labels: weak` on the training posts (`posts`, with the run's `visual` inputs for them)."""
         trc = self.params.trc
         if not trc.enabled:
             return []
         from mmner.data.batches import PostDataset
 
-        posts, labels = trc_posts(trc, config)
-        visual = trc_visual(trc, config)
-        report = visual.scan(posts)  # visual.missing: error stops here, naming the tweet
-        log.info("TRC: %d tweets (%d image adds); visual input (%s): %s", len(posts), sum(labels),
-                 visual.detail, report.summary())
+        rows, labels, inputs, what = self.relation_task(config, posts, visual, "train")
+        report = inputs.scan(rows)  # visual.missing: error stops here, naming the post
+        log.info("relation task: %d posts (%d image adds), %s; %s", len(rows), sum(labels), what, report.summary())
 
         def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             batch = self.collate(items)
@@ -337,45 +430,68 @@ class RpBert(VisualBertCRF):
             batch["relation"] = torch.tensor([labels[i] for i in batch["index"]], dtype=torch.long)
             return batch
 
-        return [AuxiliaryTask("trc", PostDataset(posts, self, visual), collate, self.relation_loss, trc.batch_size)]
+        return [AuxiliaryTask("trc", PostDataset(rows, self, inputs), collate, self.relation_loss, trc.batch_size)]
 
-    def auxiliary_evaluations(self, config: Config, run_dir: Path, batch_size: int = 64) -> dict[str, Any]:
-        """With `trc.enabled`: Task#1 on the TRC rows after `trc.train_rows` (the paper's test split):
-        `predictions/trc_test.relation.jsonl` (id, relation_score, gold image_adds) and, for metrics.json,
-        `trc`: accuracy, P / R / F1 of "image adds" and the confusion counts (r > 0.5 = image adds)."""
+    def auxiliary_evaluations(self, config: Config, run_dir: Path, batch_size: int = 64, posts: list[Post] | None = None,
+                              visual: VisualInputs | None = None) -> dict[str, Any]:
+        """With `trc.enabled`: Task#1 on its held-out labels, the TRC rows after `trc.train_rows` (the
+        paper's test split) or, with `labels: weak`, the weak labels of the test `posts`:
+        `predictions/relation_task.jsonl` (id, relation_score, label) and, for metrics.json, `trc`:
+        accuracy, P / R / F1 of "image adds", the confusion counts (r > 0.5 = image adds) and which labels."""
         trc = self.params.trc
         if not trc.enabled:
             return {}
         from mmner.data.batches import loader
 
-        posts, labels = trc_posts(trc, config, "test")
-        if not posts:
-            return {"trc": {"rows": 0}}
-        visual = trc_visual(trc, config)
-        visual.scan(posts)
+        rows, labels, inputs, what = self.relation_task(config, posts, visual, "test")
+        if not rows:
+            return {"trc": {"rows": 0, "labels": trc.labels, "held_out": what}}
+        inputs.scan(rows)
         device = next(self.parameters()).device
-        scores: list[float] = []
+        scored: list[tuple[int, float]] = []
         self.eval()
         with torch.inference_mode():
-            for batch in loader(posts, self, batch_size, shuffle=False, visual=visual, gold=False):
+            for batch in loader(rows, self, batch_size, shuffle=False, visual=inputs, gold=False, sort=True):
                 batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 logits, _ = self.relation_pass({**batch, "_regions": self.visual(batch, self.encoder)})
-                scores.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
-        out = run_dir / "predictions" / "trc_test.relation.jsonl"
+                scored.extend(zip(batch["index"], self.score_relation(logits).tolist()))
+        ordered = [r for _, r in sorted(scored)]  # length-sorted batches back in post order
+        out = run_dir / "predictions" / "relation_task.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps({"id": p.id, "relation_score": round(r, 6), "image_adds": y}) + "\n"
-                               for p, r, y in zip(posts, scores, labels)), encoding="utf-8")
-        pred = [int(r > 0.5) for r in scores]
-        tp = sum(p == y == 1 for p, y in zip(pred, labels))
-        fp = sum(p == 1 and y == 0 for p, y in zip(pred, labels))
-        fn = sum(p == 0 and y == 1 for p, y in zip(pred, labels))
-        tn = len(pred) - tp - fp - fn
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"trc": {"rows": len(pred), "masked_images": len(visual.masked), "accuracy": round(100 * (tp + tn) / len(pred), 2),
-                        "precision": round(100 * precision, 2), "recall": round(100 * recall, 2), "f1": round(100 * f1, 2),
-                        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}}
+        out.write_text("".join(json.dumps({"id": p.id, "relation_score": round(r, 6), "label": y}) + "\n"
+                               for p, r, y in zip(rows, ordered, labels)), encoding="utf-8")
+        return {"trc": {"labels": trc.labels, "held_out": what, "masked_images": len(inputs.masked),
+                        **relation_accuracy(ordered, labels)}}
+
+
+def relation_accuracy(scores: list[float], labels: list[int]) -> dict[str, Any]:
+    """Accuracy, P / R / F1 of "image adds" (r > 0.5) against 0 / 1 labels, the share of positive labels
+    and the confusion counts, in percent where a rate."""
+    pred = [int(r > 0.5) for r in scores]
+    tp = sum(p == y == 1 for p, y in zip(pred, labels))
+    fp = sum(p == 1 and y == 0 for p, y in zip(pred, labels))
+    fn = sum(p == 0 and y == 1 for p, y in zip(pred, labels))
+    tn = len(pred) - tp - fp - fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"rows": len(pred), "accuracy": round(100 * (tp + tn) / len(pred), 2) if pred else 0.0,
+            "precision": round(100 * precision, 2), "recall": round(100 * recall, 2), "f1": round(100 * f1, 2),
+            "positive_labels": round(100 * sum(labels) / len(labels), 2) if labels else 0.0,
+            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+
+
+def weak_labels(posts: list[Post], trc: TrcParams, config: Config) -> tuple[CaptionSource, list[int]]:
+    """The weak relation label of each post (`relation_labels.weak_relation`) from its gold tags and the
+    caption of its image in `trc.weak_captions` (default: the run's `visual.caption`)."""
+    from mmner.vision.captions import CaptionSource
+
+    setting = trc.weak_captions or config.visual.caption
+    captions = CaptionSource.from_setting(setting, config.data.train, config.data.dir)
+    untagged = [p.id for p in posts if p.tags is None]
+    if untagged:
+        raise MmnerError(f"post {untagged[0]}: weak relation labels need gold tags ({len(untagged)} posts without)")
+    return captions, [weak_relation(p.tokens, p.tags or [], captions.resolve(p).text) for p in posts]
 
 
 def trc_posts(trc: TrcParams, config: Config, rows: Literal["train", "test"] = "train") -> tuple[list[Post], list[int]]:
@@ -389,7 +505,7 @@ def trc_posts(trc: TrcParams, config: Config, rows: Literal["train", "test"] = "
         path = datadir.data_dir(config.data.dir) / trc.data
     records = read_trc(path)
     records = records[: trc.train_rows] if rows == "train" else records[trc.train_rows :]
-    folder = Path(trc.images).expanduser() if trc.images else None
+    folder = Path(trc.images).expanduser() if trc.images and trc.visual == "images" else None
     if folder is not None and not folder.is_dir():
         raise MmnerError(f"model.trc.images: {folder} is not a folder")
     posts: list[Post] = []
@@ -403,11 +519,14 @@ def trc_posts(trc: TrcParams, config: Config, rows: Literal["train", "test"] = "
 
 
 def trc_visual(trc: TrcParams, config: Config) -> VisualInputs:
-    """The TRC tweets' visual inputs, of the run's source: captions from `trc.captions`, images from
-    `trc.images` (checked by `resolve_params`)."""
+    """The TRC tweets' visual inputs: none at all (`visual: masked`, the default: the corpus' images
+    are not at hand), captions from `trc.captions`, or images from `trc.images` (checked by
+    `resolve_params`)."""
     from mmner.vision.captions import CaptionSource
     from mmner.vision.inputs import VisualInputs
 
-    if config.visual.source == "caption":
+    if trc.visual == "masked":
+        return VisualInputs("none", detail="none (model.trc.visual: masked, the TRC images are not at hand)")
+    if trc.visual == "captions":
         return VisualInputs("caption", config.visual.missing, captions=CaptionSource.from_file(trc.captions))  # type: ignore[arg-type]
     return VisualInputs.from_config(config.visual.model_copy(update={"cache": None}))

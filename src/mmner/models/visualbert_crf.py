@@ -37,6 +37,7 @@ from mmner.models.blocks import (
     featurize_visual,
     resolve_region_params,
     word_region_attention,
+    pool_words,
 )
 from mmner.models.registry import register
 from mmner.tagging.vocab import LabelVocab
@@ -125,4 +126,5 @@ class VisualBertCRF(BertCRF):
         # the word gather index points into [N, T]; re-base it onto [N, T + R]
         gather = batch["gather"]
         gather = gather // t * (t + r) + gather % t  # [B, W]
-        return hidden.reshape(-1, hidden.shape[-1])[gather]  # [B, W, H]
+        # first sub-token, or with `word_pieces` (rpbert's word_pooling: mean) the mean of the word's sub-tokens
+        return pool_words(hidden.reshape(-1, hidden.shape[-1]), gather, batch.get("word_pieces"))  # [B, W, H]

@@ -146,7 +146,8 @@ class PostDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         t = self.config.trainer
         hook = getattr(self.model, "auxiliary_tasks", None)
-        self.tasks = {task.name: task for task in (hook(self.config) if hook is not None else [])}
+        tasks = hook(self.config, posts=self.train, visual=self.visual.get("train")) if hook is not None else []
+        self.tasks = {task.name: task for task in tasks}
         if not self.tasks:
             return train_loader(self.train, self.model, self.config, self.visual.get("train"))
         tasks = list(self.tasks.values())

@@ -348,7 +348,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
                           **visual[split], **extras_summary(extras)}
     more = getattr(model, "auxiliary_evaluations", None)  # test-time scores of auxiliary tasks (RpBERT's TRC)
     if more is not None and "test" in metrics:
-        metrics["test"].update(more(config, run_dir, t.eval_batch_size))
+        metrics["test"].update(more(config, run_dir, t.eval_batch_size, posts=posts["test"], visual=inputs["test"]))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
