@@ -127,6 +127,42 @@ def test_train_fraction_is_recorded(two_runs):
     assert (full["train_fraction"], full["train_posts"]) == (1.0, 24)
 
 
+def test_tracked_run_reads_tags_instead_of_conll(tmp_path, two_runs):
+    """A tracked copy of a run (benchmarks/track_runs.py: predictions as tags, no CoNLL with the words)
+    loads with the same predictions; a tags file that does not match the split is a one-line error."""
+    import shutil
+    import subprocess
+    import sys
+
+    from mmner.analysis import runs as run_data
+
+    copy = tmp_path / "runs" / "full"
+    shutil.copytree(two_runs[1], copy)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "track_runs.py"
+    done = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "runs"), "--dry-run"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["full"]
+    sys.path.insert(0, str(script.parent))
+    try:
+        import track_runs
+    finally:
+        sys.path.remove(str(script.parent))
+    assert {p.name for p in track_runs.write_tags(copy)} == {"valid.tags", "test.tags"}
+    for conll in (copy / "predictions").glob("*.conll"):
+        conll.unlink()
+    original, tracked = run_data.load(two_runs[1], "A"), run_data.load(copy, "B")
+    assert tracked.pred == original.pred and len(tracked.pred) == len(original.posts)
+    assert "\t" in (copy / "predictions" / "test.tags").read_text().splitlines()[0]
+    lines = (copy / "predictions" / "test.tags").read_text().splitlines()
+    (copy / "predictions" / "test.tags").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(MmnerError, match=r"test\.tags: .* posts but the split has"):
+        run_data.load(copy, "B")
+    pid, tags = lines[0].split("\t")
+    (copy / "predictions" / "test.tags").write_text("\n".join([f"{pid}\t{tags} O", *lines[1:]]) + "\n")
+    with pytest.raises(MmnerError, match=r"test\.tags:1: post .* tags, but"):
+        run_data.load(copy, "B")
+
+
 def test_report_one_run(monkeypatch, capsys, tmp_path, two_runs):
     out = tmp_path / "one" / "report.html"
     code, _, err = run_cli(monkeypatch, capsys, "report", str(two_runs[1]), "--output", str(out),

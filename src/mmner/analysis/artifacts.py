@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from mmner.data.post import Post
-from mmner.errors import at
+from mmner.errors import MmnerError, at
 
+TAGS_SUFFIX = ".tags"
 RELATION_SUFFIX = ".relation.jsonl"
 ATTENTION_SUFFIX = ".attention.jsonl"
 
@@ -49,6 +50,36 @@ def relation_path(run_dir: str | Path, split: str = "test") -> Path:
 
 def attention_path(run_dir: str | Path, split: str = "test") -> Path:
     return Path(run_dir) / "predictions" / f"{split}{ATTENTION_SUFFIX}"
+
+
+def tags_path(run_dir: str | Path, split: str = "test") -> Path:
+    """`predictions/<split>.tags`: a run's predicted tags without the posts' words, one line per post,
+    `<post id>\t<tag> <tag> ...` in the split's order (the CoNLL predictions repeat the dataset's words;
+    this file is what a tracked copy of the run keeps, see benchmarks/track_runs.py)."""
+    return Path(run_dir) / "predictions" / f"{split}{TAGS_SUFFIX}"
+
+
+def write_tags(path: str | Path, posts: Sequence[Post]) -> None:
+    """The tags of `posts` (each with its predicted `tags`) in the `.tags` format."""
+    Path(path).write_text("".join(f"{p.id}\t{' '.join(p.tags or [])}\n" for p in posts), encoding="utf-8")
+
+
+def read_tags(path: str | Path, gold: Sequence[Post]) -> list[list[str]]:
+    """The predicted tags of a `.tags` file, checked against the split's posts `gold` (same ids in the
+    same order, one tag per word)."""
+    path = Path(path)
+    lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line]
+    if len(lines) != len(gold):
+        raise MmnerError(f"{path}: {len(lines)} posts but the split has {len(gold)}")
+    out = []
+    for n, (line, post) in enumerate(zip(lines, gold), 1):
+        pid, _, tags = line.partition("\t")
+        row = tags.split()
+        if pid != post.id or len(row) != len(post.tokens):
+            raise MmnerError(f"{path}:{n}: post {pid} with {len(row)} tags, but the split's post {n} is {post.id} "
+                             f"with {len(post.tokens)} words")
+        out.append(row)
+    return out
 
 
 def _plain(value: Any) -> Any:

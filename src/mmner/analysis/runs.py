@@ -124,12 +124,15 @@ def load(run_dir: str | Path, label: str, data_dir: str | None = None) -> RunDat
     posts = datadir.load_dataset(str(gold_path))
     if any(p.tags is None for p in posts):
         raise MmnerError(f"{gold_path}: test data without gold tags")
-    pred_path = run_dir / "predictions" / "test.conll"
-    if not pred_path.is_file():
+    pred_path, tags_file = run_dir / "predictions" / "test.conll", artifacts.tags_path(run_dir)
+    if pred_path.is_file():
+        pred_posts = read_conll(pred_path)
+        _check_aligned(posts, pred_posts, gold_path, pred_path)
+        pred = [list(p.tags or []) for p in pred_posts]
+    elif tags_file.is_file():  # a tracked copy of the run: tags without the words (benchmarks/runs)
+        pred = artifacts.read_tags(tags_file, posts)
+    else:
         raise MmnerError(f"{pred_path}: no such file (the run wrote no test predictions)")
-    pred_posts = read_conll(pred_path)
-    _check_aligned(posts, pred_posts, gold_path, pred_path)
-    pred = [list(p.tags or []) for p in pred_posts]
     test = metrics["test"]
     items = post_entities(posts, pred, str(test.get("mode", "conlleval")))
 
