@@ -67,7 +67,9 @@ class Benchmark:
     commands: dict[str, Callable[[argparse.Namespace], None]] = field(default_factory=dict)  # besides run, table
 
     def config_names(self, encoders: Iterable[str]) -> list[str]:
-        return [f"{self.config_prefix}{row}-{enc}-{ds}" for enc in encoders for ds in DATASETS for row in self.variants]
+        """The configs of this benchmark's rows that exist in configs/."""
+        names = [f"{self.config_prefix}{row}-{enc}-{ds}" for enc in encoders for ds in DATASETS for row in self.variants]
+        return [name for name in names if (ROOT / "configs" / f"{name}.yaml").is_file()]
 
     def records(self, everything: list[dict]) -> list[dict]:
         """The runs that are rows of this benchmark, in run-name order."""
