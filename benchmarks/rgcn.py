@@ -5,11 +5,19 @@ the run directories under benchmarks/runs, which `mmner sweep` trains.
     python benchmarks/rgcn.py                       # the table from what has finished
     python benchmarks/rgcn.py scale                 # also: nearest-neighbour search time vs collection size
 
+R-GCN here is what mmner builds from the slides: retrieval-based graphs over caption/text embeddings
+(src/mmner/models/rgcn.py; docs/fidelity.md lists the choices the slides leave open).
+
 Rows: the full model (`rgcn-*`: inter- and intra-modal relation graphs), its ablations (`rgcn-inter-only-*`,
 the paper's "w/o IntraRG"; `rgcn-intra-only-*`, "w/o InterRG") and the text-only bert-crf, all with the same
 encoder, schedule (epochs, batch, learning rates) and seeds, so that every difference is the model's. Runs go
 to benchmarks/runs/<config>-s<seed>, next to those of the other benchmarks (the bert-crf runs are shared and reused
 when finished); run directories made elsewhere (a GPU machine) can be copied under benchmarks/runs.
+
+Each R-GCN row states its graph settings, read from each run's config.yaml (`graph_record`): the similarity
+threshold an edge needs (per graph where they differ), the GCN depth, k and the edge weights; keys an older
+config lacks have their defaults, which are what that run was trained with. A row whose runs differ lists
+each run's settings in seed order.
 
 Besides F1, each R-GCN row records the index: its build time (embedding every training post with the frozen
 encoder, written by `train` into rgcn_index/index.json) and the retrieval time per post (exact top-k search of
@@ -27,6 +35,10 @@ import time
 from pathlib import Path
 
 from compare import Benchmark, Reference, main, variant_of
+
+# the model config keys of the graph settings a row states (defaults: mmner.models.rgcn.RGCNParams)
+GRAPH_KEYS = ("inter", "intra", "neighbors", "threshold", "inter_threshold", "intra_threshold", "edge_weights",
+              "gcn_layers")
 
 # config prefix -> its row in Zhao et al. (Table 1 for bert-crf and R-GCN, Table 2 for the ablations)
 VARIANTS = {
@@ -110,10 +122,53 @@ def scale(output: Path, dim: int = 768, k: int = 5, batch: int = 64, queries: in
     return rows
 
 
-def _add_index(records: list[dict], runs_dir: Path) -> None:
+def graph_record(run_dir: Path) -> dict | None:
+    """The run's graph settings from its config.yaml: `neighbors`, the threshold of each graph it has
+    (`inter_threshold`, `intra_threshold`: the graph's own or `threshold`; None for a graph switched off),
+    `edge_weights`, `gcn_layers`. A key the config lacks (a run from before the key existed) has its default,
+    which is what the run was trained with. None without config.yaml."""
+    import yaml
+
+    from mmner.models.rgcn import RGCNParams
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+    given = {key: model.get(key, RGCNParams.model_fields[key].default) for key in GRAPH_KEYS}
+    out = {key: given[key] for key in ("neighbors", "edge_weights", "gcn_layers")}
+    for graph in ("inter", "intra"):
+        own = given[f"{graph}_threshold"]
+        out[f"{graph}_threshold"] = (given["threshold"] if own is None else own) if given[graph] else None
+    return out
+
+
+def _prepare(records: list[dict], runs_dir: Path) -> None:
     for r in records:
         if r["model"] == "rgcn":
-            r.update(index_record(runs_dir / r["run"]) or {})
+            graph = graph_record(runs_dir / r["run"])
+            r["graph"] = graph  # None: the run has no config.yaml to read them from
+            r.update(index_record(runs_dir / r["run"], k=graph["neighbors"] if graph else 5) or {})
+
+
+def _threshold(graph: dict) -> str:
+    values = {g: graph[f"{g}_threshold"] for g in ("inter", "intra") if graph[f"{g}_threshold"] is not None}
+    if len(set(values.values())) == 1:
+        return str(float(next(iter(values.values()))))
+    return ", ".join(f"{g} {float(v)}" for g, v in values.items())
+
+
+def _graph_cell(describe):
+    """A column of graph settings: the one value of the row's runs, or each run's (seed order, "; ")
+    where they differ; "?" for a run without config.yaml, "–" for a row that is not R-GCN."""
+
+    def cell(rs: list[dict]) -> str:
+        if not any(r["model"] == "rgcn" for r in rs):
+            return "–"
+        values = [describe(r["graph"]) if r.get("graph") else "?" for r in rs]
+        return values[0] if len(set(values)) == 1 else "; ".join(values)
+
+    return cell
 
 
 def _index_cell(rs: list[dict]) -> str:
@@ -153,8 +208,13 @@ SPEC = Benchmark(
         "(`visual.source: caption`); the index over the training posts holds their caption and text embeddings",
         "(frozen copy of the pretrained encoder, mean-pooled); posts without a usable caption are masked",
         "(`visual.missing: mask`, count in the `masked` column, docs/results/captions.md): no own-image node, never",
-        "retrieved. Δ: F1 minus the text-only bert-crf of the same dataset and encoder; Δ R-GCN: minus the full",
-        "R-GCN (paired by seed, below). Index: posts indexed and build seconds (per seed); retrieval: exact top-5",
+        "retrieved. R-GCN as built here from the slides: retrieval-based graphs over caption/text embeddings",
+        "(docs/fidelity.md lists every choice the slides leave open). Graph settings of each row, from its runs'",
+        "config.yaml: threshold (an edge to a retrieved post is kept when its cosine to the centre is at least",
+        "this; per graph where the two differ), GCN layers (graph convolutions per graph), k (posts retrieved per",
+        "graph) and edge weights (cosine or binary); where a row's runs differ, each run's in seed order.",
+        "Δ: F1 minus the text-only bert-crf of the same dataset and encoder; Δ R-GCN: minus the full",
+        "R-GCN (paired by seed, below). Index: posts indexed and build seconds (per seed); retrieval: exact top-k",
         "search per post and graph, measured on the device given when this table was made.",
         "Paper: Zhao et al. 2022, Tables 1 and 2 (BERT-base, features of the images themselves): a reference",
         "point, not the same setting.",
@@ -166,8 +226,10 @@ SPEC = Benchmark(
     row_of=lambda r: variant_of(r["run"]),
     references=(Reference("Δ", row="bert-crf", visual="none"), Reference("Δ R-GCN", row="rgcn", visual="caption")),
     record_row=True,
-    prepare=_add_index,
-    extra_columns=(("index posts, build s", _index_cell), ("retrieval ms / post", _retrieval_cell)),
+    prepare=_prepare,
+    extra_columns=(("threshold", _graph_cell(_threshold)), ("GCN layers", _graph_cell(lambda g: str(g["gcn_layers"]))),
+                   ("k, edges", _graph_cell(lambda g: f"{g['neighbors']}, {g['edge_weights']}")),
+                   ("index posts, build s", _index_cell), ("retrieval ms / post", _retrieval_cell)),
     sections=_scale_section,
     commands={"scale": lambda args: scale(args.output.parent / "rgcn_scale.json")},
 )

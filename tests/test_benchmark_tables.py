@@ -1,5 +1,6 @@
 """The benchmark tables (benchmarks/compare.py, baselines.py) from hand-made run directories: rows,
-Δ paired by seed, the † fallback, configs not yet run, and low-resource runs kept out."""
+Δ paired by seed, the † fallback, configs not yet run, low-resource runs kept out, and the R-GCN rows'
+graph settings (rgcn.py)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,57 @@ def test_chen_table_pairs_deltas_by_seed(bench, tmp_path):
     assert "60.00" not in text and "f0.1" not in text  # the low-resource run is no row
     assert "`fusion-vam-minilm-twitter2017`" in text.split("Not run yet")[1]
     assert "`bert-crf-caption-minilm-twitter2017`" not in text.split("Not run yet")[1]
+
+
+def rgcn_config(run: Path, **model) -> None:
+    (run / "config.yaml").write_text(json.dumps({"seed": 13, "model": {"name": "rgcn", **model}}))  # JSON is YAML
+
+
+def table_rows(text: str) -> dict[str, dict[str, str]]:
+    """The markdown table's rows by their first cell, as {header: cell}."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[1:] if not line.startswith("| config")]
+    return {cells[0]: dict(zip(header, cells)) for cells in rows}
+
+
+def test_rgcn_table_states_each_rows_threshold_and_depth(bench, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("rgcn", None)
+    import rgcn
+
+    _, compare, _ = bench
+    runs = tmp_path / "runs"
+    make_run(runs, "bert-crf-minilm-twitter2017-s13", "bert-crf", 13, 80.0)
+    for seed in (13, 21):  # the graph keys as configs write them now, one graph with its own threshold
+        make_run(runs, f"rgcn-minilm-twitter2017-s{seed}", "rgcn", seed, 82.0, "caption")
+        rgcn_config(runs / f"rgcn-minilm-twitter2017-s{seed}", neighbors=5, threshold=0.2, inter_threshold=0.4,
+                    intra_threshold=None, edge_weights="binary", gcn_layers=3, inter=True, intra=True)
+    # a run from before the per-graph thresholds and edge weights: their defaults, as it was trained
+    make_run(runs, "rgcn-inter-only-minilm-twitter2017-s13", "rgcn", 13, 81.0, "caption")
+    rgcn_config(runs / "rgcn-inter-only-minilm-twitter2017-s13", neighbors=5, threshold=0.0, gcn_layers=2, intra=False)
+    # runs of one row that differ are listed per run in seed order; a run without config.yaml is "?"
+    for seed, layers in ((13, 1), (21, 2), (42, None)):
+        make_run(runs, f"rgcn-intra-only-minilm-twitter2017-s{seed}", "rgcn", seed, 81.0, "caption")
+        if layers is not None:
+            rgcn_config(runs / f"rgcn-intra-only-minilm-twitter2017-s{seed}", gcn_layers=layers, inter=False,
+                        intra_threshold=0.5)
+    out = tmp_path / "rgcn.md"
+    compare.table(rgcn.SPEC, runs, out)
+    rows = table_rows(out.read_text())
+    assert {k: rows["rgcn"][k] for k in ("threshold", "GCN layers", "k, edges")} == {
+        "threshold": "inter 0.4, intra 0.2", "GCN layers": "3", "k, edges": "5, binary"}
+    assert {k: rows["rgcn-inter-only"][k] for k in ("threshold", "GCN layers", "k, edges")} == {
+        "threshold": "0.0", "GCN layers": "2", "k, edges": "5, cosine"}
+    assert {k: rows["rgcn-intra-only"][k] for k in ("threshold", "GCN layers", "k, edges")} == {
+        "threshold": "0.5; 0.5; ?", "GCN layers": "1; 2; ?", "k, edges": "5, cosine; 5, cosine; ?"}
+    assert {k: rows["bert-crf"][k] for k in ("threshold", "GCN layers", "k, edges")} == {
+        "threshold": "–", "GCN layers": "–", "k, edges": "–"}
+    records = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())}
+    assert records["rgcn-minilm-twitter2017-s13"]["graph"] == {
+        "neighbors": 5, "edge_weights": "binary", "gcn_layers": 3, "inter_threshold": 0.4, "intra_threshold": 0.2}
+    assert records["rgcn-inter-only-minilm-twitter2017-s13"]["graph"]["intra_threshold"] is None
+    assert records["rgcn-intra-only-minilm-twitter2017-s42"]["graph"] is None
 
 
 def test_baselines_table_keeps_text_only_baselines(bench, tmp_path):

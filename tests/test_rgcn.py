@@ -1,6 +1,7 @@
 """R-GCN (Zhao et al. 2022): nearest-neighbour search, graph construction against a hand-computed
-adjacency, self and test-set exclusion, the gate, the saved index, and every shipped R-GCN config built
-at test size, trained one step and tagging.
+adjacency, the graph settings (thresholds, edge weights, depth) and their errors, self and test-set
+exclusion, the gate, the saved index, and every shipped R-GCN config built at test size, trained one step
+and tagging.
 
 The shared harness (test_models.py) trains `rgcn` end to end; these tests use untrained tiny models.
 """
@@ -302,6 +303,139 @@ def test_every_trainable_parameter_gets_a_gradient_and_the_frozen_encoder_none(s
         assert hasattr(model, names[0]) == switches.get(off, True)
 
 
+# -- graph settings: threshold(s), edge weights, depth ---------------------------------------------
+
+
+def indexed(tiny_model_params, tiny_corpus, tiny_captions, **extra):
+    """An untrained tiny model over the tiny training index, with the embeddings of the training posts."""
+    posts = read_conll(tiny_corpus["train"])
+    visual = captions(tiny_captions)
+    model = build(tiny_model_params, posts, **extra).eval()
+    model.build_index(posts, visual)
+    batch = batch_of(model, posts, visual)
+    with torch.no_grad():
+        emb = model.embed(batch)
+    return model, batch, emb
+
+
+def with_params(model, **update):
+    model.params = model.params.model_copy(update=update)
+    return model
+
+
+def test_a_higher_threshold_gives_fewer_edges(tiny_model_params, tiny_corpus, tiny_captions):
+    model, batch, emb = indexed(tiny_model_params, tiny_corpus, tiny_captions, threshold=-1.0)
+    graphs = model.relations(emb, batch["index_row"])
+    for name, (_, sims, edges, centre) in graphs.items():
+        assert torch.equal(edges, torch.isfinite(sims) & centre[:, None].bool()), name  # -1.0: every one of the k
+    sims = torch.cat([graphs[g][1][graphs[g][2]] for g in graphs])
+    cuts = [-1.0, *torch.quantile(sims, torch.tensor([0.25, 0.5, 0.75])).tolist(), 1.0]
+    counts = []
+    for cut in cuts:
+        graphs = with_params(model, threshold=cut).relations(emb, batch["index_row"])
+        for name, (_, sims, edges, _) in graphs.items():
+            assert not edges[torch.isfinite(sims) & (sims < cut)].any(), name
+        counts.append(sum(int(graphs[g][2].sum()) for g in graphs))
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[2] > counts[-1], counts
+    # the graphs themselves: as many centre-neighbour entries in A as edges of positive similarity
+    with torch.no_grad():
+        out = with_params(model, threshold=cuts[2])(batch)
+    for name in ("inter", "intra"):
+        adj, edges = out[f"{name}_adjacency"], out[f"{name}_edges"]
+        assert int((adj[:, 0, 1:] > 0).sum()) == int(edges.sum()) > 0
+
+
+def test_each_graph_can_have_its_own_threshold(tiny_model_params, tiny_corpus, tiny_captions):
+    model, batch, emb = indexed(tiny_model_params, tiny_corpus, tiny_captions)
+    shared = model.relations(emb, batch["index_row"])
+    inter_sims = shared["inter"][1][torch.isfinite(shared["inter"][1])]
+    high = float(inter_sims.median())
+    own = with_params(model, inter_threshold=high).relations(emb, batch["index_row"])
+    assert model.params.threshold_of("inter") == high and model.params.threshold_of("intra") == 0.0
+    assert torch.equal(own["inter"][2], torch.isfinite(own["inter"][1]) & (own["inter"][1] >= high))
+    assert own["inter"][2].sum() < shared["inter"][2].sum()
+    assert torch.equal(own["intra"][2], shared["intra"][2])  # the other graph keeps the shared threshold
+    with_params(model, inter_threshold=None, intra_threshold=1.0, threshold=-1.0)
+    own = model.relations(emb, batch["index_row"])
+    assert torch.equal(own["intra"][2], shared["intra"][2] & (shared["intra"][1] >= 1.0))
+    assert own["inter"][2].sum() == torch.isfinite(own["inter"][1]).sum()
+
+
+def test_binary_edge_weights(tiny_model_params, tiny_corpus, tiny_captions):
+    # two neighbours of similarity .5 and .25, both edges: A = [[1, 1, 1], [1, 1, 0], [1, 0, 1]]
+    adj = star_adjacency(torch.tensor([[0.5, 0.25]]), torch.tensor([[True, True]]), torch.tensor([True]), binary=True)
+    a = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    d = torch.tensor([3.0, 2.0, 2.0]).rsqrt()
+    assert torch.allclose(adj[0], d[:, None] * a * d[None, :], atol=1e-6)
+    # in the model: a hand-made index (the tiny encoder's embeddings are all nearly parallel), read by
+    # training posts in training mode; the cosine and binary graphs have the same edges, other weights
+    posts = read_conll(tiny_corpus["train"])[:4]
+    model = build(tiny_model_params, posts, neighbors=2).train()
+    vectors = torch.zeros(4, model.hidden)
+    vectors[:, :2] = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
+    model.index.set(vectors, vectors, torch.ones(4, dtype=torch.bool), [fingerprint(p) for p in posts])
+    batch = batch_of(model, posts, captions(tiny_captions))
+    assert batch["index_row"].tolist() == [0, 1, 2, 3]
+    with torch.no_grad():
+        cosine = model(batch)
+        binary = with_params(model, edge_weights="binary")(batch)
+    for name in ("inter", "intra"):
+        edges = binary[f"{name}_edges"]
+        assert torch.equal(edges, cosine[f"{name}_edges"]) and edges.all()  # every sim here is >= 0.0
+        assert torch.equal(binary[f"{name}_adjacency"][:, 0, 1:] > 0, edges)
+        assert torch.allclose(binary[f"{name}_adjacency"][0], star_adjacency(
+            torch.tensor([[0.8, 0.6]]), edges[:1], torch.tensor([True]), binary=True)[0])  # row 0: rows 3, 1
+        assert torch.allclose(cosine[f"{name}_adjacency"][0], star_adjacency(
+            torch.tensor([[0.8, 0.6]]), edges[:1], torch.tensor([True]))[0])
+        assert not torch.allclose(binary[f"{name}_adjacency"], cosine[f"{name}_adjacency"])
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_gcn_layers_gives_that_many_graph_convolutions(depth, tiny_model_params, tiny_corpus, tiny_captions):
+    model, batch, _ = indexed(tiny_model_params, tiny_corpus, tiny_captions, gcn_layers=depth)
+    calls = {"inter": 0, "intra": 0}
+    for name in calls:
+        gcn = getattr(model, f"{name}_gcn")
+        assert len(gcn.layers) == depth
+        for layer in gcn.layers:
+            layer.register_forward_hook(lambda *args, name=name: calls.__setitem__(name, calls[name] + 1))
+    with torch.no_grad():
+        model(batch)
+    assert calls == {"inter": depth, "intra": depth}  # one pass through each layer per batch
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.threshold=1.5", "config key 'model.threshold': Input should be less than or equal to 1"),
+    ("model.intra_threshold=-2", "config key 'model.intra_threshold': Input should be greater than or equal to -1"),
+    ("model.gcn_layers=0", "config key 'model.gcn_layers': Input should be greater than or equal to 1"),
+    ("model.gcn_layers=two", "config key 'model.gcn_layers': Input should be a valid integer"),
+    ("model.edge_weights=jaccard", "config key 'model.edge_weights': Input should be 'cosine' or 'binary'"),
+    ("model.intra_threshold=0.3", "config key 'model.intra_threshold': set, but model.intra: false builds no "
+                                  "intra-modal graph"),
+])
+def test_bad_graph_settings_are_one_line_errors(override, message):
+    path = next(p for p in CONFIGS if p.stem == "rgcn-inter-only-minilm-twitter2017")
+    with pytest.raises(MmnerError) as err:
+        load_config(path, [override])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_run_from_before_the_graph_keys_loads_with_the_settings_it_was_trained_with(trained_run, tiny_corpus,
+                                                                                    tiny_captions, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("threshold", "inter_threshold", "intra_threshold", "edge_weights", "gcn_layers"):
+        del config["model"][key]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    _, old = load_run(run, torch.device("cpu"))
+    _, new = load_run(trained_run, torch.device("cpu"))
+    assert old.params == new.params and old.params.threshold_of("inter") == 0.0
+    assert (old.params.edge_weights, old.params.gcn_layers) == ("cosine", 2)
+    test = read_conll(tiny_corpus["test"])
+    visual = captions(tiny_captions)
+    assert predict_tags(old, test, progress=False, visual=visual) == predict_tags(new, test, progress=False, visual=visual)
+
+
 def test_both_graphs_off_is_an_error(tiny_model_params, tiny_corpus):
     with pytest.raises(MmnerError, match="model.inter, model.intra"):
         build(tiny_model_params, read_conll(tiny_corpus["train"])[:2], inter=False, intra=False)
@@ -339,6 +473,12 @@ def test_config_builds_trains_one_step_and_predicts(path, tiny_model_params, tin
     for key, value in {"inter": True, "intra": True, "gate": True, **ABLATIONS[variant]}.items():
         assert getattr(params, key) == value, key
     assert params.neighbors == 5
+    # the graph settings every run so far was trained with, written out in every config
+    text = path.read_text()
+    for key in ("neighbors", "threshold", "edge_weights", "gcn_layers"):
+        assert f"\n  {key}: " in text, key
+    assert (params.threshold, params.edge_weights, params.gcn_layers) == (0.0, "cosine", 2)
+    assert params.inter_threshold is None and params.intra_threshold is None
     assert (config.visual.source, config.visual.caption, config.visual.missing) == ("caption", "blip2", "mask")
     assert params.index_cache  # runs share index builds; not the tests (nothing written to $HOME)
     params = params.model_copy(update={"encoder": tiny_model_params["rgcn"]["encoder"], "max_length": 24,

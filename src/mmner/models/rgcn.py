@@ -1,5 +1,10 @@
-"""R-GCN, the relation-enhanced graph convolutional network of Zhao et al. (2022): a post is tagged with
-the help of *other* posts' images, found by similarity in an index over the training posts.
+"""R-GCN after Zhao et al. (2022), built from their slides, which name the modules and give the results but
+no equations and no hyper-parameters. What mmner implements is retrieval-based graphs over caption/text
+embeddings: a post is tagged with the help of *other* posts' captions (standing in for their images), found
+by cosine similarity in an index over the training posts, linked to the post in small star graphs, passed
+through graph convolutions and gated into every word. Every choice below the module level is mmner's; the
+ones that shape the graphs are config keys (defaults in brackets, those every run so far was trained with),
+the rest are fixed. docs/fidelity.md (R-GCN) lists each with the slides' and the released code's side.
 
 - Index (`RelationIndex`), built once per run over the training posts (`build_index`, called by
   `train` right after `create`: the visual inputs are the run's, which `create` does not see) and saved
@@ -8,23 +13,30 @@ the help of *other* posts' images, found by similarity in an index over the trai
   (`index_cache`). Per training post: its image
   embedding (caption sources: the mean-pooled states of a frozen copy of the pretrained text encoder
   over the caption; grid: the mean of its grid regions), its text embedding (the frozen encoder,
-  mean-pooled over the text) and whether it has an image. No labels are stored.
+  mean-pooled over the text) and whether it has an image. No labels are stored. (Fixed: mean pooling,
+  the frozen pretrained encoder, training posts only.)
 - Queries are embedded the same way, by the same frozen encoder, in `forward`, so a new post at
   predict time is embedded exactly as the index was. The frozen encoder is the pretrained one, so it is
   stored by reference, not copied into model.safetensors or the checkpoints: `load` brings it back from
   `model.encoder` (a packaged name or local directory) and checks it against the digest the index was
   built with. Nearest neighbours (`nearest`): exact cosine
   search, one batched matrix product per chunk of the index, top-k merged across chunks.
-- Inter-modal relation graph, per post: the text node and the images of the `neighbors` training posts
-  whose images match the text best (text-to-image similarity; with grid regions, which are not in the
-  text's space, the similarity of the text to the texts paired with those images stands in for it).
-- Intra-modal relation graph, per post: its own image and the `neighbors` most similar training images
-  (image-to-image similarity).
-- Edges join the centre (text / own image) to each neighbour, weighted by the similarity, kept when it
-  is at least `threshold`; self loops on every node; symmetric normalisation D^-1/2 (A) D^-1/2
-  (`star_adjacency`). `gcn_layers` graph convolutions per graph, X' = ReLU(Â X W).
+- Inter-modal relation graph, per post: the text node and the captions of the `neighbors` [5] training
+  posts whose captions match the text best (text-to-caption similarity; with grid regions, which are not
+  in the text's space, the similarity of the text to the texts paired with those images stands in for it).
+- Intra-modal relation graph, per post: its own caption and the `neighbors` most similar training captions
+  (caption-to-caption similarity).
+- Graph construction (`star_adjacency`): edges join the centre (text / own caption) to each neighbour and
+  are kept when the similarity is at least the graph's threshold: `inter_threshold` / `intra_threshold`,
+  each by default (null) `threshold` [0.0: every positively similar neighbour among the top k; -1.0 keeps
+  all k]. `edge_weights` [cosine]: an edge weighs its similarity clamped at 0, or 1 (`binary`). Fixed:
+  star topology (no neighbour-neighbour edges), self loops on every node, symmetric normalisation
+  D^-1/2 A D^-1/2; node features: the mean fine-tuned word state (text node), the projected caption
+  embedding (`image_proj`, caption nodes).
+- `gcn_layers` [2] graph convolutions per graph (the depth), X' = ReLU(Â X W) with dropout; one GCN per graph.
 - Each word attends over the nodes of both graphs; a gate g = sigmoid(W [h ; c]) in [0, 1]^H decides
-  how much of the visual context c each word takes; [h ; g * c] -> emissions -> CRF.
+  how much of the visual context c each word takes; [h ; g * c] -> emissions -> CRF. (Fixed: scaled
+  dot-product attention, the gate's form.)
 
 A post never retrieves itself: a training post knows its row in the index (`index_row`, matched by post
 id and tokens) and that row is left out of its search. Only training posts are ever indexed; valid and
@@ -45,10 +57,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -77,20 +90,42 @@ FROZEN = "frozen."  # state-dict prefix of the frozen encoder, kept out of saved
 
 
 class RGCNParams(BertCRFParams, RegionParams):
-    # Neighbours per graph: 5 is the authors' released setting (`top_k` in their config; the slides give
-    # no number). Threshold and depth are not given by the slides: 0.0 keeps every positively similar
-    # neighbour among the top k; two GCN layers.
-    neighbors: int = Field(5, ge=1)
-    threshold: float = Field(0.0, ge=-1.0, le=1.0)
-    gcn_layers: int = Field(2, ge=1)
     inter: bool = True  # inter-modal relation graph (text -> other posts' images)
     intra: bool = True  # intra-modal relation graph (image -> other posts' images)
     gate: bool = True  # false: [h ; c] without the gate (Table 1, "w/o Gate")
+    # How the graphs are built and how deep they are. The slides give none of these: the defaults are
+    # mmner's, except `neighbors`, the authors' released `top_k`. They are what every run was trained with
+    # before its config had the key, so a run directory whose config.yaml lacks one (loading it, and
+    # benchmarks/rgcn.py stating its settings) reads that default: never change a default.
+    neighbors: int = Field(5, ge=1)  # k: training posts retrieved per graph (exact top k by cosine)
+    # An edge to a retrieved post is kept when its cosine similarity to the centre is >= the threshold:
+    # 0.0 keeps the positively similar ones among the top k, -1.0 all k (as the released code's graphs).
+    threshold: float = Field(0.0, ge=-1.0, le=1.0)
+    # Each graph's own threshold (null: `threshold`): text-to-caption and caption-to-caption cosines are
+    # not on the same scale.
+    inter_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    intra_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    edge_weights: Literal["cosine", "binary"] = "cosine"  # an edge's weight in A: its cosine (clamped at 0), or 1
+    gcn_layers: int = Field(2, ge=1)  # graph convolutions per graph (the released code has one)
     index_batch_size: int = Field(64, ge=1)  # posts per batch when the index is built
     # Share built indexes between runs ($MMNER_CACHE/rgcn-index/<key>): the seeds and ablations of one
     # dataset, encoder and visual input build it once. The key covers the frozen weights, the posts
     # and their visual inputs, so a changed caption file or encoder builds a new one.
     index_cache: bool = True
+
+    @field_validator("inter_threshold", "intra_threshold")
+    @classmethod
+    def _graph_is_on(cls, value: float | None, info: ValidationInfo) -> float | None:
+        graph = info.field_name.removesuffix("_threshold")
+        if value is not None and info.data.get(graph) is False:
+            raise PydanticCustomError("graph_off", "set, but model.{graph}: false builds no {graph}-modal graph "
+                                      "(leave it unset)", {"graph": graph})
+        return value
+
+    def threshold_of(self, graph: str) -> float:
+        """The similarity an edge of `graph` ("inter" or "intra") needs at least."""
+        own = getattr(self, f"{graph}_threshold")
+        return self.threshold if own is None else own
 
 
 def _drop_frozen(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
@@ -158,17 +193,18 @@ def _nearest(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, exc
     return best_rows, best_sims
 
 
-def star_adjacency(sims: torch.Tensor, edges: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+def star_adjacency(sims: torch.Tensor, edges: torch.Tensor, centre: torch.Tensor, binary: bool = False) -> torch.Tensor:
     """Normalised adjacency of per-post star graphs: node 0 the centre, nodes 1..k the neighbours.
 
-    sims [B, k] edge weights, `edges` [B, k] (True = the neighbour is in the graph), `centre` [B] (True =
-    the centre node exists). A = self loops on existing nodes + centre<->neighbour edges of weight sim;
-    returns D^-1/2 A D^-1/2 [B, 1+k, 1+k] (rows and columns of absent nodes are 0).
+    sims [B, k] similarities, `edges` [B, k] (True = the neighbour is in the graph), `centre` [B] (True =
+    the centre node exists). A = self loops on existing nodes + centre<->neighbour edges of weight sim
+    clamped at 0 (`binary`: weight 1); returns D^-1/2 A D^-1/2 [B, 1+k, 1+k] (rows and columns of absent
+    nodes are 0).
     """
     edges = edges & centre[:, None]
     nodes = torch.cat([centre[:, None], edges], 1).to(sims.dtype)  # [B, 1+k]
     adj = torch.diag_embed(nodes)  # [B, 1+k, 1+k]
-    weights = torch.where(edges, sims.clamp(min=0.0), torch.zeros_like(sims))
+    weights = torch.where(edges, torch.ones_like(sims) if binary else sims.clamp(min=0.0), torch.zeros_like(sims))
     adj[:, 0, 1:] = weights
     adj[:, 1:, 0] = weights
     degree = adj.sum(-1)  # [B, 1+k]
@@ -415,7 +451,8 @@ class RGCN(BertCRF):
 
     def relations(self, emb: dict[str, torch.Tensor], index_row: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
         """Per graph, `(rows [B, k], sims [B, k], edges [B, k], centre [B])`: the retrieved training posts,
-        their similarity to the centre, which are kept (top k, at least `threshold`), whether the centre exists."""
+        their similarity to the centre, which are kept (top k, at least the graph's threshold), whether the
+        centre exists."""
         index, k, out = self.index.on(emb["text"].device), self.params.neighbors, {}
         if self.params.inter:
             # text-to-image: caption embeddings live in the text's space; grid features do not, so there
@@ -423,12 +460,12 @@ class RGCN(BertCRF):
             keys = index.text_keys if self.params.visual_dim is not None else index.image_keys
             rows, sims = nearest(normalize(emb["text"]), keys, index.valid, index_row, k)
             centre = torch.ones_like(emb["image_valid"])
-            out["inter"] = (rows, sims, torch.isfinite(sims) & (sims >= self.params.threshold), centre)
+            out["inter"] = (rows, sims, torch.isfinite(sims) & (sims >= self.params.threshold_of("inter")), centre)
         if self.params.intra:
             rows, sims = nearest(normalize(emb["image"]), index.image_keys, index.valid, index_row, k)
             centre = emb["image_valid"]
-            out["intra"] = (rows, sims, torch.isfinite(sims) & (sims >= self.params.threshold) & centre[:, None],
-                            centre)
+            out["intra"] = (rows, sims, torch.isfinite(sims) & (sims >= self.params.threshold_of("intra"))
+                            & centre[:, None], centre)
         return out
 
     def compute(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -446,7 +483,7 @@ class RGCN(BertCRF):
                 centre_node = image_nodes
                 gcn = self.intra_gcn
             x = torch.cat([centre_node[:, None], neighbours], 1)  # [B, 1+k, H]
-            adj = star_adjacency(sims, edges, centre.bool())  # [B, 1+k, 1+k]
+            adj = star_adjacency(sims, edges, centre.bool(), binary=self.params.edge_weights == "binary")
             nodes.append(gcn(x, adj))
             masks.append(torch.cat([centre.bool()[:, None], edges & centre.bool()[:, None]], 1))
             out[f"{name}_rows"], out[f"{name}_edges"], out[f"{name}_adjacency"] = rows, edges, adj
