@@ -3,6 +3,7 @@ precision, checkpoints, progress bars and logging (DESIGN §8)."""
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import logging
 import math
@@ -255,3 +256,32 @@ class TaggerModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _close_process_group() -> None:
+    """Registered at exit in every process of a multi-process run (`ProcessGroupCloser`): all ranks meet
+    at a barrier, then each destroys its process group."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))  # names a rank that never arrives
+        else:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+class ProcessGroupCloser(L.Callback):
+    """Closes the process group when a training process of a multi-process run exits. Lightning does this
+    for NCCL only; a gloo group left open is torn down by C++ destructors while its threads still run, which
+    aborts the process ("terminate called without an active exception") at random after training."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.world_size > 1:
+            atexit.unregister(_close_process_group)  # once per process
+            atexit.register(_close_process_group)

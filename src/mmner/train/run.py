@@ -34,7 +34,7 @@ from mmner.inference import (
 )
 from mmner.models import registry
 from mmner.tagging.vocab import LabelVocab
-from mmner.train.module import PostDataModule, TaggerModule
+from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule
 
 log = logging.getLogger("mmner")
 
@@ -281,7 +281,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         # at least once an epoch, so that train_log.csv has train_loss on short runs too
         log_every_n_steps=max(1, min(t.log_every_n_steps, -(-len(posts["train"]) // t.batch_size))),
         limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,  # (None: no notice)
-        callbacks=[checkpoint, latest, stopper, *([] if quiet else [_progress_bar()])],
+        callbacks=[checkpoint, latest, stopper, ProcessGroupCloser(), *([] if quiet else [_progress_bar()])],
         logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
         enable_progress_bar=not quiet,
         enable_model_summary=False,  # mmner's one line (_describe_model) instead
