@@ -1,0 +1,145 @@
+"""The multimodal path end to end, with trained multimodal runs (caption and grid sources).
+
+For `bert-crf-caption`, `umt`, `rpbert` (captions) and `visualbert-crf` (grid features of image files),
+each trained for two epochs on the tiny corpus: a caption or image given to the API changes what the model
+computes for the post, and the record says which visual input was used; `relation_score` and `attention`
+in the record are the real model's (recomputed here from the model itself); and the same posts give the
+same records in Python, on the command line (`mmner predict`) and over HTTP (`/v1/tag/batch`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli, tiny_config
+from mmner.config import load_config
+from mmner.data.post import Post
+
+RUNS = [("bert-crf-caption", "caption"), ("umt", "caption"), ("rpbert", "caption"), ("visualbert-crf", "grid")]
+TEXT = "meet Kevin Love at the game in Rome today"
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=[name for name, _ in RUNS])
+def run(request, tmp_path_factory, tiny_model_params, tiny_visual, tiny_corpus):
+    from mmner import Tagger
+    from mmner.train.run import train
+
+    name, source = request.param
+    run_dir = tmp_path_factory.mktemp(f"mm-{name}") / "run"
+    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source], max_epochs=2))
+    train(config, run_dir, quiet=True)
+    return name, source, run_dir, Tagger.load(run_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    """A noise image; `other.png` beside it is a plain green one."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("img")
+    torch.manual_seed(1)
+    Image.fromarray((torch.rand(48, 64, 3) * 255).to(torch.uint8).numpy()).save(folder / "street.png")
+    Image.new("RGB", (64, 48), (20, 200, 40)).save(folder / "other.png")
+    return folder / "street.png"
+
+
+def visual_post(source: str, image_file) -> dict:
+    return {"caption": "a man with a phone"} if source == "caption" else {"image": str(image_file)}
+
+
+def emissions(tagger, post: Post) -> torch.Tensor:
+    """The model's emissions for one post, computed directly (no batching with others)."""
+    from mmner.inference import visual_inputs
+
+    model = tagger.model
+    visual = visual_inputs(tagger.config) if model.uses_visual else None
+    used = visual.get(post) if visual is not None else None
+    with torch.no_grad():
+        return model(model.collate([model.featurize(post, used)]))["emissions"][0]
+
+
+def test_the_image_changes_what_the_model_computes(run, image_file):
+    name, source, _, tagger = run
+    with_image, without = tagger.batch([{"id": "a", "text": TEXT, **visual_post(source, image_file)},
+                                        {"id": "b", "text": TEXT}])
+    assert with_image["visual"]["input"] == source and without["visual"]["input"] == "none"
+    assert "no image" in without["visual"]["why"]
+    if source == "caption":
+        assert with_image["visual"]["caption"] == "a man with a phone"
+    else:
+        assert with_image["visual"]["regions"] > 0
+    tokens = with_image["tokens"]
+    seen = emissions(tagger, Post("a", tokens, caption="a man with a phone") if source == "caption"
+                     else Post("a", tokens, image_path=str(image_file)))
+    blind = emissions(tagger, Post("b", tokens))
+    assert seen.shape == blind.shape and not torch.allclose(seen, blind, atol=1e-4), name
+    other = emissions(tagger, Post("c", tokens, caption="the stadium at night") if source == "caption"
+                      else Post("c", tokens, image_path=str(image_file.with_name("other.png"))))
+    assert not torch.allclose(seen, other, atol=1e-4), f"{name}: two different images, the same computation"
+
+
+def test_relation_score_and_attention_are_the_models(run, image_file):
+    """The record's relation score and region attention are those the model computes for the post."""
+    from mmner.inference import visual_inputs
+
+    name, source, _, tagger = run
+    record = tagger(TEXT, **visual_post(source, image_file))
+    model = tagger.model
+    post = Post("x", record["tokens"], caption="a man with a phone") if source == "caption" \
+        else Post("x", record["tokens"], image_path=str(image_file))
+    visual = visual_inputs(tagger.config)
+    with torch.no_grad():
+        direct = model.predict(model.collate([model.featurize(post, visual.get(post))]))
+    if model.relation_score:
+        assert record["relation_score"] == pytest.approx(direct["relation_score"][0], abs=1e-6)
+        assert 0.0 <= record["relation_score"] <= 1.0
+        blind = tagger(TEXT)
+        assert blind["relation_score"] is None  # no image: no relation to score
+    else:
+        assert "relation_score" not in record
+    if model.region_attention:
+        weights = record["attention"]["weights"]
+        assert weights == pytest.approx(direct["attention"][0]["weights"], abs=1e-6)
+        assert len(weights) > 0 and sum(weights) > 0
+        for ent in record["entities"]:
+            assert len(ent["attention"]) == len(weights)
+    else:
+        assert "attention" not in record
+
+
+def test_python_cli_and_http_give_the_same_records(run, image_file, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mmner.serve import Limits, create_app
+
+    name, source, run_dir, tagger = run
+    posts = [{"id": "p1", "text": TEXT, "caption": "a man with a phone"},
+             {"id": "p2", "text": "visit the stadium in Rome"},
+             {"id": "p3", "text": "Kevin Love meets fans", "caption": "people in the game"}]
+    if source == "grid":  # an image file on this machine, read by path in all three
+        posts = [{k: v for k, v in p.items() if k != "caption"} for p in posts]
+        posts[0]["image"] = posts[2]["image"] = str(image_file)
+    python = tagger.batch(posts)
+    # over HTTP an image travels as base64 (the service reads no paths of its host)
+    encoded = [{**p, "image": base64.b64encode(image_file.read_bytes()).decode()} if "image" in p else p for p in posts]
+    with TestClient(create_app(tagger, Limits())) as client:
+        http = client.post("/v1/tag/batch", json={"posts": encoded}).json()["results"]
+    src, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(src), "-o", str(out), "--quiet")
+    assert code == 0, err
+    cli = [json.loads(line) for line in out.read_text().splitlines()]
+
+    def same(record: dict) -> dict:
+        keys = ("id", "tokens", "tags", "entities", "visual", "relation_score", "attention", "caption")
+        return {k: record.get(k) for k in keys}
+
+    for i, (a, b, c) in enumerate(zip(python, http, cli)):
+        for key in ("id", "tokens", "tags", "entities", "visual", "relation_score", "attention", "caption"):
+            assert a.get(key) == b.get(key) == c.get(key), f"{name}: post {i}, {key}: {a.get(key)} | {b.get(key)} | {c.get(key)}"
+    assert [r["visual"]["input"] for r in python] == [source, "none", source]
