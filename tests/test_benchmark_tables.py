@@ -168,3 +168,34 @@ def test_leaderboard_ranks_systems_and_pairs_them_with_bert_crf_by_seed(bench, m
     text = leaderboard.render(sections, 300)
     assert "| 1 | `bert-crf-caption` | caption | 13, 21, 42 |" in text and "(seeds 13, 21)" in text
     assert leaderboard.build(runs, 300, 0) == sections  # the bootstrap is a function of its seed
+
+
+def test_summary_answers_the_question_and_compares_caption_sources(bench, monkeypatch, tmp_path, tiny_corpus):
+    """benchmarks/summary.py: each multimodal row's Δ vs bert-crf with the paper's Δ beside it, which gains
+    the interval separates from 0, the losses, and owl runs paired with their BLIP-2 twins by seed."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("leaderboard", "summary"):
+        sys.modules.pop(name, None)
+    import summary
+
+    gold, runs = tiny_corpus["test"], tmp_path / "runs"
+    for s in (13, 21):
+        make_scored_run(runs, f"bert-crf-minilm-twitter2017-s{s}", "bert-crf", s, gold, 5)
+        make_scored_run(runs, f"umt-minilm-twitter2017-s{s}", "umt", s, gold, 0, "caption")  # every post right
+        make_scored_run(runs, f"fusion-cm-minilm-twitter2017-s{s}", "fusion-cm", s, gold, 7, "caption")  # worse
+        make_scored_run(runs / "owl", f"umt-minilm-twitter2017-s{s}", "umt", s, gold, 3, "caption")
+    out = tmp_path / "summary.md"
+    assert summary.main(["--runs-dir", str(runs), "--output", str(out), "--resamples", "300"]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["system"]: r for r in data["rows"]}
+    assert set(rows) == {"umt", "fusion-cm"}  # bert-crf is the reference, not a row
+    assert rows["umt"]["delta"] > 0 and rows["umt"]["paper_delta"] == pytest.approx(1.87)
+    assert rows["fusion-cm"]["delta"] < 0 and rows["fusion-cm"]["paper_delta"] == pytest.approx(0.96)
+    for r in rows.values():
+        assert r["ci"][0] <= r["delta"] <= r["ci"][1] and r["paired_seeds"] == [13, 21]
+        assert r["distinguishable"] == (r["ci"][0] > 0 or r["ci"][1] < 0)
+    (owl,) = data["caption_sources"]
+    assert owl["config"] == "umt" and owl["paired_seeds"] == [13, 21] and owl["delta"] < 0  # 3 posts wrong vs 0
+    text = out.read_text()
+    assert "Systems below text-only bert-crf: `fusion-cm` on twitter2017" in text
+    assert "| `umt` | caption | 13, 21 |" in text and out.with_suffix(".png").is_file()
