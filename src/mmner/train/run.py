@@ -46,11 +46,13 @@ def _quiet_lightning() -> None:
     """mmner's own lines instead of Lightning's: its device and setup notices ("GPU available: False",
     "TPU available", an advert for a cloud logger), its model summary ("Total FLOPs: 0") and two
     warnings that point into site-packages: the logging interval on short epochs, and modules in eval
-    mode, which here are always deliberate (only frozen parts such as rgcn's index encoder)."""
+    mode, which here are always deliberate (only frozen parts such as rgcn's index encoder), and, on
+    --resume, that the checkpoint folder is not empty (it holds the checkpoints being resumed)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _LightningNotices) for f in logger.filters):
