@@ -7,7 +7,10 @@ while room is left, so every word gets exactly one representation and gold is ne
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+
+from mmner.errors import MmnerError
 
 
 @dataclass
@@ -17,12 +20,46 @@ class Window:
     owned: list[tuple[int, int]]
 
 
+_PREFIXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def word_prefix(tokenizer) -> str:
+    """What goes before every word so that it is tokenised as a word inside running text, read off
+    by encoding a probe ("a a" against "a" and " a"), so any tokenizer family is handled:
+
+    - "" where a word alone already tokenises as in text: WordPiece (BERT, MiniLM, MPNet: it marks
+      continuations, "##"), SentencePiece whose Metaspace gives every input its "▁" (XLM-R, ALBERT);
+    - " " where the word-initial marker comes from the space before the word: byte-level BPE
+      (RoBERTa, GPT-2: "Ġ"), SentencePiece that never prepends "▁" itself.
+
+    The first word gets it too (RoBERTa's `add_prefix_space=True`), so a word is tokenised the same
+    wherever a window starts."""
+    try:
+        return _PREFIXES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    together, alone, spaced = tokenizer(["a a", "a", " a"], add_special_tokens=False)["input_ids"]
+    prefix = " " if together != alone + alone and together == alone + spaced else ""
+    try:
+        _PREFIXES[tokenizer] = prefix
+    except TypeError:  # not weakly referenceable: probe again next time
+        pass
+    return prefix
+
+
 def word_pieces(tokenizer, words: list[str], max_pieces: int) -> list[list[int]]:
-    """Sub-token ids per word. A word the tokenizer drops (e.g. a lone variation selector)
-    becomes the unknown token, so it still has a representation to be tagged from; a word with
-    more pieces than fit in one window keeps its first `max_pieces` (only the first one is tagged)."""
-    encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
+    """Sub-token ids per word, each word tokenised as inside running text (`word_prefix`), so its
+    first sub-token carries the word-initial marker of byte-level BPE and SentencePiece. A word the
+    tokenizer drops (e.g. a lone variation selector) becomes the unknown token, so it still has a
+    representation to be tagged from; a word with more pieces than fit in one window keeps its
+    first `max_pieces` (only the first one is tagged)."""
+    prefix = word_prefix(tokenizer)
+    encoded = tokenizer([prefix + word for word in words], add_special_tokens=False)["input_ids"]
     unk = tokenizer.unk_token_id
+    if unk is None:
+        empty = next((i for i, ids in enumerate(encoded) if not ids), None)
+        if empty is not None:
+            raise MmnerError(f"word {empty} ({words[empty]!r}) has no sub-tokens and the tokenizer no unknown token")
     return [(ids or [unk])[:max_pieces] for ids in encoded]
 
 
