@@ -30,6 +30,20 @@ def tiny_run_dir(tmp_path_factory, tiny_encoder: Path, tiny_corpus: dict[str, Pa
     return run_dir
 
 
+def tiny_caption_run_dir(tmp_path_factory, model_params: dict, corpus: dict[str, Path], visual: dict) -> Path:
+    """A bert-crf-caption run (captions file of the tiny corpus) trained for one epoch: a model with caption
+    attention, for the web page tests. `model_params`, `visual`: the tiny_model_params / tiny_visual fixtures."""
+    from mmner.config import load_config
+    from mmner.train.run import train
+
+    run_dir = tmp_path_factory.getbasetemp() / "tiny-caption-serving-run"
+    if not (run_dir / "metrics.json").is_file():
+        config = load_config(None, base=tiny_config(model_params["bert-crf-caption"], corpus, visual["caption"],
+                                                    max_epochs=1))
+        train(config, run_dir, quiet=True)
+    return run_dir
+
+
 @contextlib.contextmanager
 def live_server(app) -> Iterator[str]:
     """A real uvicorn server for `app` on a free loopback port, in a thread; yields its base URL."""

@@ -2,7 +2,7 @@
 
 Endpoints
 - `GET /` the web page (static/index.html); `GET /healthz`; `GET /v1/model` (name, encoder, visual
-  source, labels, limits, the run's metrics.json).
+  source, the inputs it reads (`inputs`, for the page), labels, limits, the run's metrics.json).
 - `POST /v1/tag` JSON `{"text" | "tokens", "image": base64 (or a data: URL), "caption", "id"}`
   -> one output record (DESIGN §1 plus character offsets, `relation_score` where the model has one).
 - `POST /v1/tag/batch` `{"posts": [post or text, ...]}` -> `{"results": [record, ...], "failed": n}`; a post
@@ -154,6 +154,31 @@ def _error(status: int, message: str) -> ApiError:
     return ApiError(status_code=status, detail=message)
 
 
+def model_inputs(tagger: Tagger) -> dict[str, Any]:
+    """What of a post the model reads besides its text, for the web page: `image` and `caption` (whether
+    each is used) and a `note` saying so in words."""
+    visual = tagger.config.visual
+    source = visual.source if getattr(tagger.model, "uses_visual", False) else "none"
+    name = tagger.name
+    if source == "grid":
+        return {"image": True, "caption": False,
+                "note": f"{name} reads the image ({visual.grid_encoder} grid features); a caption is not used."}
+    if source == "pseudo-caption":
+        return {"image": True, "caption": True,
+                "note": f"{name} reads a caption: the one typed here, else the top-{visual.pseudo_k} "
+                        "ImageNet classes of the image."}
+    if source == "caption":
+        if visual.caption_fallback == "none":
+            return {"image": False, "caption": True,
+                    "note": f"{name} reads the caption typed here; an image alone is not used "
+                            "(visual.caption_fallback: none)."}
+        return {"image": True, "caption": True,
+                "note": f"{name} reads a caption: the one typed here, else one made from the image "
+                        f"(its top-{visual.pseudo_k} ImageNet classes)."}
+    return {"image": False, "caption": False,
+            "note": f"{name} reads the text only: images and captions would not change its tags."}
+
+
 def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
     """The service for one loaded model; the model is used by one micro-batching worker thread."""
     limits = limits or Limits()
@@ -270,6 +295,7 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         info = tagger.info()
         info["relation_score"] = tagger.has_relation_score
         info["region_attention"] = tagger.has_region_attention
+        info["inputs"] = model_inputs(tagger)
         info["limits"] = asdict(limits)
         return info
 
