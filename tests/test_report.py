@@ -173,7 +173,7 @@ def test_report_one_run(monkeypatch, capsys, tmp_path, two_runs):
     assert not EXTERNAL.search(page) and "http://" not in page and "https://" not in page
     for section in ("scores", "entities", "length", "curves", "relation", "attention", "errors"):
         assert f'id="{section}"' in page
-    assert page.count('<div class="runs">') == 8  # the run's identity heads the page and every section
+    assert page.count('<div class="runs">') == 1  # the run's identity heads the page, once
     assert "gives no relation score" in page and "gives no attention maps" in page
     assert data["scores"]["runs"]["R1"]["f1"] == json.loads((two_runs[1] / "metrics.json").read_text())["test"]["f1"]
     assert data["runs"][0]["seed"] == 7 and data["runs"][0]["visual_source"] == "none"
@@ -235,7 +235,7 @@ def test_report_relation_and_attention_files(tmp_path, two_runs):
     att = data["attention"]["runs"]["R1"]
     assert att["shown"] and att["entity_maps"] == sum(len(g) for g in gold)
     page = page_path.read_text()
-    assert 'alt="attention of R1"' in page and 'alt="r against S_TV"' in page
+    assert 'alt="attention of R1: ' in page and 'alt="r against S_TV"' in page
     assert "TRC test rows" in page and "gold: image doesn&#x27;t add</td><td>1</td><td>4</td>" in page
     entity_panel = next(p for p in att["panels"] if p["entity"])
     assert entity_panel["title"] in page and f"({entity_panel['entity']['type']})" in entity_panel["title"]

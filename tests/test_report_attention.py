@@ -144,18 +144,20 @@ def test_report_draws_entity_maps_over_the_image(monkeypatch, tmp_path, run_dir)
         assert f"{p['s_tv']:.4f}" in page
     assert f"mean S_TV per entity {v['entity_s_tv_mean']}" in page
     assert "img1.png: unreadable image" in page and "drawn without it" in page
-    assert 'alt="attention of R1"' in page
+    assert 'alt="attention of R1: test-0"' in page
     assert not EXTERNAL.search(page) and "http://" not in page and "https://" not in page
 
-    # a post's entities follow its map; test-0 is drawn over its 40x30 image, test-1 and test-2 are not
-    (maps,) = drawn
-    by_title = {m["title"]: m for m in maps}
-    for title in ("test-0", "test-0 · Kevin Love (PER)", "test-0 · Cleveland (LOC)"):
-        assert by_title[title]["image"] is not None and by_title[title]["image"].size == (40, 30)
-    assert all(m["image"] is None for m in maps if m["title"].startswith(("test-1", "test-2")))
-    assert by_title["test-0 · Cleveland (LOC)"]["attention"] == [0.0, 0.0, 0.2, 0.6]
-    order = [m["title"].split(" ")[0] for m in maps]
-    assert order == sorted(order, key=order.index)  # grouped per post
+    # one figure per post: its map, then its entities'; test-0 is drawn over its 40x30 image, test-1 and
+    # test-2 are not
+    assert len(drawn) == 3
+    by_post = {pid: maps for pid, maps in zip(v["shown"], drawn)}
+    assert [m["title"] for m in by_post["test-0"]] == ["whole post", "Kevin Love (PER)", "Cleveland (LOC)"]
+    for m in by_post["test-0"]:
+        assert m["image"] is not None and m["image"].size == (40, 30)
+    assert all(m["image"] is None for m in by_post["test-1"] + by_post["test-2"])
+    assert by_post["test-0"][2]["attention"] == [0.0, 0.0, 0.2, 0.6]
+    assert by_post["test-2"][0]["regions"] == ["a", "$5", "man"]
+    assert "caption read: “a $5 man”" in page  # the caption the model read titles its post's maps
 
 
 def test_overlay_on_an_image():

@@ -12,6 +12,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
@@ -100,38 +101,61 @@ def _text(label: str) -> str:
     return label.replace("$", r"\$")
 
 
+# The attention colour scale of the report: magma without its darkest and lightest ends, from 0 to the
+# map's largest weight (the HTML legend draws the same ramp, `ramp_css`).
+ATTENTION_CMAP = matplotlib.colors.LinearSegmentedColormap.from_list(
+    "attention", plt.get_cmap("magma")(np.linspace(0.12, 0.92, 64)))
+
+
+def ramp_css(stops: int = 6) -> list[str]:
+    """The attention colour scale as CSS colour stops (for a linear-gradient legend)."""
+    return [matplotlib.colors.to_hex(ATTENTION_CMAP(x)) for x in np.linspace(0.0, 1.0, stops)]
+
+
 def heat_maps(maps: Sequence[dict[str, Any]], cols: int = 4) -> str:
-    """Attention over visual regions per panel: a grid as an image (as a semi-transparent overlay on
-    the post's picture when the map carries one under "image"), a sequence as a one-row strip."""
+    """Attention over visual regions per panel: a grid as a heat map (as a semi-transparent overlay on
+    the post's picture when the map carries one under "image"), a sequence (caption words) as a bar chart
+    with the words beside the bars and the weights on the x axis. Colours: `ATTENTION_CMAP` from 0 to the
+    panel's largest weight."""
     rows = max(1, math.ceil(len(maps) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.9 * rows), squeeze=False)
-    for ax in axes.flat:
+    sizes = [len(m["attention"]) for m in maps if not m.get("grid")]
+    height = 2.1 if not sizes else min(3.4, max(1.6, 0.16 * max(sizes) + 0.7))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.15 * cols, height * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
         ax.axis("off")
+        if k >= max(1, len(maps)):
+            fig.delaxes(ax)  # no empty panels: the figure is as wide as its panels, each panel one size
     for ax, m in zip(axes.flat, maps):
         weights = np.asarray(m["attention"], dtype=float)
+        top = float(weights.max()) if weights.size and weights.max() > 0 else 1.0
+        title = _text(m["title"])
         if m.get("grid"):
             grid = weights.reshape(m["grid"])
             if m.get("image") is not None:
                 pixels = np.asarray(m["image"])
                 h, w = pixels.shape[:2]
                 ax.imshow(pixels, extent=(0, w, h, 0))
-                ax.imshow(grid, cmap="magma", alpha=0.55, interpolation="bilinear", extent=(0, w, h, 0))
+                ax.imshow(grid, cmap=ATTENTION_CMAP, vmin=0, vmax=top, alpha=0.55, interpolation="bilinear",
+                          extent=(0, w, h, 0))
                 ax.set_xlim(0, w)
                 ax.set_ylim(h, 0)
             else:
-                ax.imshow(grid, cmap="magma", interpolation="nearest")
-        else:  # a sequence (caption tokens): one bar per region, read top to bottom, coloured as the grids
+                ax.imshow(grid, cmap=ATTENTION_CMAP, vmin=0, vmax=top, interpolation="nearest")
+            title += f"\nmax {top:.3g}"
+        else:  # a sequence (caption words): one bar per region, read top to bottom, coloured as the grids
             ax.axis("on")
             y = np.arange(len(weights))
-            top = weights.max() if weights.size and weights.max() > 0 else 1.0
-            ax.barh(y, weights, color=plt.get_cmap("magma")(0.25 + 0.6 * weights / top), height=0.8)
+            ax.barh(y, weights, color=ATTENTION_CMAP(weights / top), height=0.75)
             ax.set_ylim(len(weights) - 0.5, -0.5)
             names = [_text(str(r)) for r in m["regions"]] if m.get("regions") else [str(j) for j in y]
-            ax.set_yticks(y, names, fontsize=6 if len(weights) <= 24 else 4)
+            ax.set_yticks(y, names, fontsize=7 if len(weights) <= 24 else 5)
             ax.tick_params(axis="x", labelsize=6)
+            ax.tick_params(axis="y", length=0)
             ax.xaxis.set_major_locator(MaxNLocator(3))
+            ax.set_xlim(0, top * 1.05)
+            ax.grid(axis="x", alpha=0.3)
             for side in ("top", "right"):
                 ax.spines[side].set_visible(False)
-        ax.set_title(_text(m["title"]), fontsize=8)
+        ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return _uri(fig)

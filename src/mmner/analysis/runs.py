@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from mmner.analysis import artifacts
 from mmner.analysis.slices import PostEntities, post_entities
-from mmner.config import DataConfig
+from mmner.config import DataConfig, OptimConfig, TrainerConfig
 from mmner.data import datadir
 from mmner.data.post import Post
 from mmner.data.readers import read_conll
@@ -25,6 +25,12 @@ from mmner.errors import MmnerError
 
 # What every section says about each run (DESIGN §6: never a result without them).
 IDENTITY = ("model", "dataset", "variant", "encoder", "visual_source", "seed")
+
+# The training schedule: runs that differ in any of these are not points of one low-resource curve.
+SCHEDULE = (("trainer", "max_epochs"), ("trainer", "max_steps"), ("trainer", "patience"), ("trainer", "batch_size"),
+            ("trainer", "accumulate_grad_batches"), ("trainer", "batching"), ("optim", "lr"), ("optim", "encoder_lr"),
+            ("optim", "weight_decay"), ("optim", "warmup"))
+_SECTIONS = {"trainer": TrainerConfig, "optim": OptimConfig}
 
 
 @dataclass
@@ -41,6 +47,7 @@ class RunData:
     train_note: str | None = None
     relation: dict[str, float] | None = None
     attention: dict[str, dict[str, Any]] | None = None
+    schedule: dict[str, Any] | None = None  # SCHEDULE keys ("trainer.max_epochs": 6, ...) of config.yaml
 
     @property
     def name(self) -> str:
@@ -68,7 +75,7 @@ class RunData:
             **{k: m.get(k) for k in IDENTITY},
             "data_sha1": m.get("data_sha1"), "mode": self.mode, "test_posts": len(self.posts),
             "train_posts": self.n_train, "train_fraction": float(m.get("train_fraction", self.data.train_fraction)),
-            "git_commit": m.get("git_commit"),
+            "git_commit": m.get("git_commit"), "schedule": self.schedule,
         }
 
     def describe(self) -> str:
@@ -86,14 +93,24 @@ def _read_json(path: Path) -> Any:
         raise MmnerError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 
 
-def _config(run_dir: Path) -> tuple[DataConfig, int]:
-    """The data section and seed of config.yaml, read without the model registry (any model's run works)."""
+def schedule_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """The SCHEDULE keys of a config (a key it does not set has its default)."""
+    out = {}
+    for section, key in SCHEDULE:
+        given = raw.get(section) if isinstance(raw.get(section), dict) else {}
+        out[f"{section}.{key}"] = given.get(key, _SECTIONS[section].model_fields[key].default)
+    return out
+
+
+def _config(run_dir: Path) -> tuple[DataConfig, int, dict[str, Any]]:
+    """The data section, seed and schedule of config.yaml, read without the model registry (any model's
+    run works)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise MmnerError(f"{run_dir}: not a run directory (no config.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return DataConfig(**(raw.get("data") or {})), int(raw.get("seed", 13))
+        return DataConfig(**(raw.get("data") or {})), int(raw.get("seed", 13)), schedule_of(raw)
     except (yaml.YAMLError, ValidationError, TypeError, ValueError) as exc:
         raise MmnerError(f"{path}: cannot read its data section ({str(exc).splitlines()[0]})") from None
 
@@ -114,7 +131,7 @@ def load(run_dir: str | Path, label: str, data_dir: str | None = None) -> RunDat
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MmnerError(f"{run_dir}: no such run directory")
-    data, seed = _config(run_dir)
+    data, seed, schedule = _config(run_dir)
     metrics = _read_json(run_dir / "metrics.json")
     if not isinstance(metrics, dict) or "test" not in metrics:
         raise MmnerError(f"{run_dir / 'metrics.json'}: no test split scored (the report analyses test predictions)")
@@ -151,7 +168,7 @@ def load(run_dir: str | Path, label: str, data_dir: str | None = None) -> RunDat
         label=label, path=run_dir, metrics=test, data=data, seed=seed, posts=posts, pred=pred, items=items,
         train_posts=train_posts, train_note=note,
         relation=artifacts.read_relation(rel) if rel.is_file() else None,
-        attention=attention,
+        attention=attention, schedule=schedule,
     )
 
 
