@@ -125,6 +125,7 @@ def screenshots(page: Path, sections: list[str], suffix: str) -> list[Path]:
         driver.get(page.resolve().as_uri())
         for section in sections:
             element = driver.find_element(By.ID, section)
+            driver.execute_script("arguments[0].querySelector('details').open = true;", element)  # closed ones too
             target = ROOT / "docs" / "screenshots" / f"report-{section}{suffix}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             element.screenshot(str(target))
