@@ -8,13 +8,65 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, get_args, get_origin
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from mmner.errors import Interrupted, MmnerError
 
-app = typer.Typer(
+def _plain_metavars(params: list) -> list:
+    """Help screens name what to type, not Python types (typer shows `<bool>`, `<list[str]>`, `<path>`):
+    a flag shows nothing after its name, a value option its kind (PATH, TEXT, INTEGER, NUMBER) or its
+    own metavar (`--set KEY=VALUE`), an argument its upper-case name alone."""
+    for param in params:
+        if getattr(param, "_mmner_metavar", False):
+            continue
+        param._mmner_metavar = True
+        if isinstance(param, TyperArgument):
+            if param.metavar is None:
+                param.metavar = param.name.upper()  # the usage line adds "..." to one that takes several
+            param.display_type_rich = lambda ctx: None  # the name column already shows the metavar
+        elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = _value_kind(param)
+    return params
+
+
+def _value_kind(param: typer.core.TyperOption) -> str:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation is not None:  # typer >= 0.20: the Python annotation
+        args = get_args(annotation)
+        name = getattr(args[0] if get_origin(annotation) in (list, List) and args else annotation, "__name__", "")
+    else:  # click's parameter type
+        name = getattr(getattr(param, "type", None), "name", "")
+    kinds = {"Path": "PATH", "path": "PATH", "str": "TEXT", "text": "TEXT", "int": "INTEGER", "integer": "INTEGER",
+             "float": "NUMBER"}
+    return kinds.get(name, "VALUE")
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        return _plain_metavars(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        return _plain_metavars(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """`typer.Typer` whose commands and groups print help without Python type placeholders."""
+
+    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args, cls=None, **kwargs):  # type: ignore[no-untyped-def, override]
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -47,7 +99,8 @@ def _print_score(result: dict, title: str) -> None:
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="YAML config (see configs/)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config key: --set trainer.max_epochs=3"),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Override a config key: --set trainer.max_epochs=3 (repeatable)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default: runs/<config name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -160,7 +213,7 @@ def score(
 
 @app.command()
 def report(
-    run_dirs: List[Path] = typer.Argument(..., help="Run directories; differences are to the first."),
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run directories; differences are to the first."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML file; its numbers go to the same stem with .json."),
     resamples: int = typer.Option(1000, "--resamples", help="Paired bootstrap resamples over posts."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
@@ -200,7 +253,7 @@ def sweep(
         raise typer.Exit(code)
 
 
-features_app = typer.Typer(no_args_is_help=True, help="Image features: precompute and cache grid features.")
+features_app = _Typer(no_args_is_help=True, help="Image features: precompute and cache grid features.")
 app.add_typer(features_app, name="features")
 
 
