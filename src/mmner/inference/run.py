@@ -24,7 +24,7 @@ from mmner.models import registry
 from mmner.models.base import Tagger
 from mmner.tagging.scorer import score
 from mmner.tagging.vocab import LabelVocab
-from mmner.vision.inputs import VisualInputs
+from mmner.vision.inputs import VisualInputs, VisualReport
 
 log = logging.getLogger("mmner")
 
@@ -173,11 +173,39 @@ def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Po
     for split, items in posts.items():
         inputs = VisualInputs.from_config(config.visual, names[split], data_dir or config.data.dir)
         report = inputs.scan(items)
+        detail = used_visual_detail(inputs, report, names[split], data_dir or config.data.dir)
         if config.visual.source != "none":
-            log.info("visual input (%s) %s: %s", inputs.detail, split, report.summary())
-        out[split] = {"visual_detail": inputs.detail, "visual_missing": config.visual.missing,
+            log.info("visual input (%s) %s: %s", detail, split, report.summary())
+        out[split] = {"visual_detail": detail, "visual_missing": config.visual.missing,
                       "masked_images": report.n_masked}
     return out
+
+
+def used_visual_detail(inputs: VisualInputs, report: VisualReport, data: str, data_dir: str | None = None) -> str:
+    """`visual_detail` named after the captions the posts were actually given: a post's own caption
+    (a RiTUAL folder's captions.json, a JSON-lines post's `caption`) wins over the run's caption file,
+    so a split whose posts all bring one never read that file; a split that used both names both."""
+    if inputs.source not in ("caption", "pseudo-caption"):
+        return inputs.detail
+    own = report.origins.get("post", 0)
+    other = sum(n for origin, n in report.origins.items() if origin != "post")
+    if not own:
+        return inputs.detail
+    own_detail = f"the posts' own captions ({_own_captions_file(data, data_dir)})"
+    return own_detail if not other else f"{own_detail} for {own} posts; {inputs.detail} for {other}"
+
+
+def _own_captions_file(data: str, data_dir: str | None) -> str:
+    """Where a split's own captions are: a RiTUAL folder's captions.json (with its hash), else the data file."""
+    try:
+        path = datadir.resolve(data, data_dir)
+    except MmnerError:
+        return data
+    folder = path if path.is_dir() else path.parent
+    captions = folder / "captions.json"
+    if (path.is_dir() or path.name == "texts.json") and captions.is_file():
+        return f"caption file {captions.resolve()}, sha1 {hashlib.sha1(captions.read_bytes()).hexdigest()[:12]}"
+    return str(path.resolve())
 
 
 def evaluate(run_dir: str | Path, data: str, mode: str = "conlleval", batch_size: int = 64,
