@@ -179,6 +179,10 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to batch with."),
     max_chars: int = typer.Option(2000, "--max-chars", help="Longest post text accepted (characters)."),
     max_body_mb: float = typer.Option(10.0, "--max-body-mb", help="Largest request body accepted (MiB)."),
+    max_queue: int = typer.Option(512, "--max-queue", help="Most posts waiting for the model; beyond it a request "
+                                  "is answered 503 with Retry-After at once."),
+    shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout", help="On SIGTERM / Ctrl-C, how long "
+                                           "requests in flight may take to finish (seconds)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (torch's default: all cores)."),
 ) -> None:
     """HTTP API (POST /v1/tag, /v1/tag/batch, /v1/tag/upload; GET /v1/model, /healthz) and a web page at /."""
@@ -189,8 +193,8 @@ def serve(
 
         torch.set_num_threads(max(1, threads))
     limits = Limits(max_chars=max_chars, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
-                    max_wait_ms=max_wait_ms)
-    run_server(run_dir, host=host, port=port, limits=limits)
+                    max_wait_ms=max_wait_ms, max_queue=max_queue)
+    run_server(run_dir, host=host, port=port, limits=limits, shutdown_timeout=shutdown_timeout)
 
 
 @app.command()

@@ -25,8 +25,14 @@ def check_port(host: str, port: int) -> None:
                              "is another server running there? Choose another --port") from None
 
 
-def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
-    """Load the run once and serve it with uvicorn until interrupted."""
+def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+               shutdown_timeout: float = 30.0) -> None:
+    """Load the run once and serve it with uvicorn until interrupted.
+
+    On SIGTERM or Ctrl-C (SIGINT) the shutdown is graceful: uvicorn stops accepting connections, lets the
+    requests in flight finish (for at most `shutdown_timeout` seconds, then cancels them), and the app's
+    lifespan shutdown drains the micro-batcher's queue before the process exits. A second Ctrl-C forces it.
+    """
     import uvicorn
 
     from mmner.api import Tagger
@@ -36,4 +42,4 @@ def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, l
     app = create_app(tagger, limits)
     print(f"mmner: serving {tagger.name} from {run_dir} at http://{host}:{port}/ "
           "(API: /v1/tag, schema: /openapi.json)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_timeout)

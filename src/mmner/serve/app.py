@@ -13,7 +13,9 @@ Errors are JSON `{"error": one line, "detail": ...}`: 400 malformed JSON; 413 a 
 `max_body_bytes`, an image over `max_image_bytes` or a batch over `max_posts`; 415 an uploaded file
 that is not an image; 422 wrong types, unknown keys, an empty text, a text over `max_chars`, bad
 base64 or a base64 image that is not one, or a post the model cannot tag (e.g. no image for a model
-whose `visual.missing` is `error`); 500 anything else.
+whose `visual.missing` is `error`); 500 anything else (one line naming the exception; the traceback goes
+to the server log only); 503 the service is busy: `max_queue` posts are already waiting for the model,
+with a Retry-After header (seconds), at once rather than after an unbounded wait.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmner.api import StagedImages, Tagger, make_post, read_image_bytes
 from mmner.errors import MmnerError
-from mmner.serve.batcher import MicroBatcher
+from mmner.serve.batcher import MicroBatcher, QueueFull
 
 log = logging.getLogger("mmner")
 
@@ -53,6 +55,7 @@ class Limits:
     max_posts: int = 64  # posts in one /v1/tag/batch request
     max_batch: int = 32  # posts in one model call (micro-batching)
     max_wait_ms: float = 5.0  # how long a request waits for others to share its model call
+    max_queue: int = 512  # posts waiting for or in a model call; a request beyond it is a 503 with Retry-After
 
 
 class PostIn(BaseModel):
@@ -150,6 +153,12 @@ def _failed(raw: Any, message: str) -> dict[str, Any]:
     return {**({"id": str(given)} if given is not None else {}), "error": message}
 
 
+def _internal(exc: BaseException) -> str:
+    """A 500's message: one line naming the exception, never a traceback."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"internal error: {type(exc).__name__}" + (f": {first[:300]}" if first else "")
+
+
 def _error(status: int, message: str) -> ApiError:
     return ApiError(status_code=status, detail=message)
 
@@ -182,7 +191,7 @@ def model_inputs(tagger: Tagger) -> dict[str, Any]:
 def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
     """The service for one loaded model; the model is used by one micro-batching worker thread."""
     limits = limits or Limits()
-    batcher = MicroBatcher(tagger.try_tag_posts, limits.max_batch, limits.max_wait_ms)
+    batcher = MicroBatcher(tagger.try_tag_posts, limits.max_batch, limits.max_wait_ms, max_pending=limits.max_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -205,6 +214,12 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
     async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail), "detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this (the server log); the client gets one line, no traceback.
+        message = _internal(exc)
+        return JSONResponse({"error": message, "detail": message}, status_code=500)
 
     # -- helpers --------------------------------------------------------------------------------
     def check_text(post: PostIn, where: str) -> None:
@@ -237,7 +252,8 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         if not raw:
             raise _error(422, f"{where}image: empty")
         if len(raw) > limits.max_image_bytes:
-            raise _error(413, f"{where}image: {_mib(len(raw))}, over the limit of {_mib(limits.max_image_bytes)}")
+            raise _error(413, f"{where}image: {len(raw)} bytes decoded, over the limit of "
+                              f"{_mib(limits.max_image_bytes)} ({limits.max_image_bytes} bytes)")
         return raw
 
     async def check_image(raw: bytes, name: str, status: int, note: str = "") -> None:
@@ -259,9 +275,11 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
                 return await asyncio.wrap_future(batcher.submit(posts))
             except MmnerError as exc:
                 raise _error(422, str(exc)) from None
+            except QueueFull as exc:  # busy: refused at once, with when to come back
+                raise ApiError(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
             except Exception as exc:  # noqa: BLE001 - a model failure is the server's fault
                 log.exception("tagging failed")
-                raise _error(500, f"internal error: {type(exc).__name__}: {exc}") from None
+                raise _error(500, _internal(exc)) from None
         finally:
             staged.close()
 
@@ -288,7 +306,7 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": tagger.name, "batching": asdict(batcher.stats)}
+        return {"status": "ok", "model": tagger.name, "batching": asdict(batcher.stats), "queue": batcher.queue_state()}
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:

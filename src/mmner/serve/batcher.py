@@ -13,10 +13,21 @@ While the worker is busy with one group, new requests queue up and form the next
 size grows with the load by itself, and a lone request waits at most `max_wait_ms`. The queue is a
 thread queue and each request gets a `concurrent.futures.Future`, so the event loop (uvicorn's, or a
 test client's) never runs the model and any number of loops may submit.
+
+The queue is bounded by `max_pending` posts (admitted and not yet answered: queued or in the model
+call): a `submit` that would go over it raises `QueueFull` at once, with a `retry_after` estimate in
+seconds (the pending posts at the recent seconds per post), instead of letting the wait grow without
+bound; the service answers it with 503 and a Retry-After header. A request larger than the bound is
+admitted when nothing is pending, so that no request is refused forever.
+
+A model call that raises fails the requests of its group only; the worker goes on with the next
+group, and every admitted request's future is resolved, whatever the model call does. `close`
+finishes the queued requests before the worker stops (graceful shutdown).
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -44,24 +55,59 @@ class BatchStats:
     largest: int = 0  # most requests grouped into one call
 
 
+class QueueFull(Exception):
+    """A `submit` refused because the queue holds `max_pending` posts; try again in `retry_after` seconds."""
+
+    def __init__(self, pending: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"the service is busy: {pending} posts are waiting to be tagged (the limit is {limit}); "
+                         f"retry in {retry_after} s")
+        self.pending, self.limit, self.retry_after = pending, limit, retry_after
+
+
 class MicroBatcher:
     """Groups concurrent `submit`s into model calls of up to `max_batch` posts (see module docstring)."""
 
-    def __init__(self, tag: Callable[[list[Post]], list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0) -> None:
+    def __init__(self, tag: Callable[[list[Post]], list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0,
+                 max_pending: int | None = None) -> None:
         self.tag = tag
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.max_pending = None if max_pending is None else max(1, max_pending)  # None: unbounded
         self.stats = BatchStats()
+        self.pending = 0  # posts admitted and not yet answered (queued or in the model call)
+        self.refused = 0  # requests refused with QueueFull
+        self._seconds_per_post = 0.0  # moving average over model calls, for retry_after
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def submit(self, posts: Sequence[Post]) -> Future:
-        """A future of the posts' output records, in order; it raises the first failing post's error."""
-        self._ensure_worker()
+        """A future of the posts' output records, in order; it raises the first failing post's error.
+        Raises `QueueFull` at once when the posts would take the pending ones over `max_pending`."""
+        n = len(posts)
+        with self._lock:
+            if self.max_pending is not None and self.pending and self.pending + n > self.max_pending:
+                self.refused += 1
+                raise QueueFull(self.pending, self.max_pending, self._retry_after())
+            self.pending += n
         request = _Request(posts)
+        request.future.add_done_callback(lambda _: self._release(n))  # answered, failed or cancelled
+        self._ensure_worker()
         self._queue.put(request)
         return request.future
+
+    def queue_state(self) -> dict[str, Any]:
+        """For /healthz: pending posts, the bound, and how many requests it refused."""
+        with self._lock:
+            return {"pending_posts": self.pending, "max_pending_posts": self.max_pending, "refused": self.refused}
+
+    def _release(self, n: int) -> None:
+        with self._lock:
+            self.pending -= n
+
+    def _retry_after(self) -> int:
+        """Seconds until the pending posts are likely tagged (at least 1, at most 60); under the lock."""
+        return min(60, max(1, math.ceil(self.pending * self._seconds_per_post)))
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker after the queued requests; a later `submit` starts a new one."""
@@ -97,7 +143,12 @@ class MicroBatcher:
                     break
                 group.append(item)
                 size += len(item.posts)
-            self._tag(group)
+            try:
+                self._tag(group)
+            except BaseException as exc:  # noqa: BLE001 - the worker outlives any failure of one group
+                for r in group:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
             if stop:
                 return
 
@@ -107,12 +158,18 @@ class MicroBatcher:
         if not live:
             return
         posts = [p for r in live for p in r.posts]
+        started = time.perf_counter()
         try:
-            results = self.tag(posts)
-        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            results = list(self.tag(posts))
+            if len(results) != len(posts):
+                raise RuntimeError(f"the model call returned {len(results)} results for {len(posts)} posts")
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request of this group only
             for r in live:
                 r.future.set_exception(exc)
             return
+        per_post = (time.perf_counter() - started) / max(1, len(posts))
+        with self._lock:
+            self._seconds_per_post = per_post if not self.stats.calls else 0.8 * self._seconds_per_post + 0.2 * per_post
         self.stats.calls += 1
         self.stats.posts += len(posts)
         self.stats.requests += len(live)
