@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from mmner.api import entity_records, token_offsets
-from mmner.data.readers import tokenize
+from mmner.data.readers import tokenize, tokenize_post
 from mmner.errors import MmnerError
 from serving_helpers import tiny_run_dir
 
@@ -84,7 +84,7 @@ def test_tagger_on_raw_posts(tagger):
     assert len(results) == len(TRICKY) + 1
     n_entities = 0
     for text, result in zip(TRICKY + ["RT @Messi : visit Paris today"], results):
-        assert result["text"] == text and result["tokens"] == tokenize(text)
+        assert result["text"] == text and result["tokens"] == tokenize_post(text)
         assert len(result["tags"]) == len(result["tokens"])
         for ent in result["entities"]:
             n_entities += 1
@@ -207,7 +207,7 @@ def test_every_registry_model_tags_new_posts(name, tmp_path, tiny_model_params, 
     ]
     results = tagger.batch(posts)
     for post, result in zip(posts, results):
-        assert result["tokens"] == tokenize(post["text"]) and len(result["tags"]) == len(result["tokens"])
+        assert result["tokens"] == tokenize_post(post["text"]) and len(result["tags"]) == len(result["tokens"])
         for ent in result["entities"]:
             assert post["text"][ent["char_start"] : ent["char_end"]] == ent["text"]
     assert tagger.info()["visual_source"] == source

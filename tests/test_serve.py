@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import SHARED_DATA
-from mmner.data.readers import tokenize
+from mmner.data.readers import tokenize_post
 from serving_helpers import live_server, tiny_run_dir
 
 fastapi = pytest.importorskip("fastapi")
@@ -52,7 +52,7 @@ def jpeg() -> bytes:
 
 
 def check_record(text: str, record: dict) -> None:
-    assert record["text"] == text and record["tokens"] == tokenize(text)
+    assert record["text"] == text and record["tokens"] == tokenize_post(text)
     assert len(record["tags"]) == len(record["tokens"])
     for ent in record["entities"]:
         assert text[ent["char_start"] : ent["char_end"]] == ent["text"]

@@ -7,7 +7,8 @@
     #   "start": 7, "end": 8, "char_start": 23, "char_end": 36}], "relation_score": 0.81 (models with one)}
     tagger.batch([{"id": "1", "text": "...", "image": "a.jpg"}, "just a text", ...])
 
-Raw text is tokenised as the training data was (`mmner.data.readers.tokenize`), and entities carry
+Raw text is tokenised as the training data was (`mmner.data.readers.tokenize_post`: the Twitter
+releases' style, with an emoji of several code points kept as one token), and entities carry
 both token offsets (`start`, `end`, end exclusive: the DESIGN §1 output) and character offsets into
 the caller's own string (`char_start`, `char_end`), so `text[char_start:char_end]` is the entity
 whatever the post holds: emoji, URLs, @mentions, #hashtags, repeated spaces, zero-width spaces, or
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from mmner.data.post import Post
-from mmner.data.readers import tokenize
+from mmner.data.readers import tokenize_post
 from mmner.errors import MmnerError
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def _aligned_offsets(text: str, tokens: Sequence[str]) -> list[tuple[int, int] |
 def token_offsets(text: str, tokens: Sequence[str]) -> list[tuple[int, int] | None]:
     """The character span `(start, end)` of each token in `text`, or None where a token is not there.
 
-    Tokens from `tokenize(text)` are always found verbatim; tokens from elsewhere (a caller's own
+    Tokens from `tokenize_post(text)` are always found verbatim; tokens from elsewhere (a caller's own
     tokeniser, or `tokens` that came with a `text`) are aligned character by character.
     """
     return _exact_offsets(text, tokens) or _aligned_offsets(text, tokens)
@@ -262,7 +263,7 @@ def make_post(item: PostLike, index: int = 0, staged: StagedImages | None = None
             raise MmnerError(f"post {pid}: \"tokens\" holds an empty or whitespace-only token")
         tokens = list(tokens)
     elif text is not None:
-        tokens = tokenize(text)
+        tokens = tokenize_post(text)
     else:
         raise MmnerError(f"post {pid}: needs \"text\" or \"tokens\"")
     if not tokens:

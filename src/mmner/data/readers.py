@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from mmner.data.post import Post
 from mmner.errors import MmnerError, at
 from mmner.tagging.schemes import check_tags
@@ -131,6 +133,42 @@ def tokenize(text: str) -> list[str]:
     - Whitespace, zero-width spaces and control characters are dropped.
     """
     return [m.group() for m in _TOKEN.finditer(text) if m.lastgroup != "drop"]
+
+
+# An emoji as one grapheme cluster (Unicode extended grapheme clusters, `regex`'s \X): one that starts
+# with a pictograph or a regional indicator, or a keycap. The cluster keeps skin-tone modifiers,
+# variation selectors, ZWJ sequences (👩‍🚀, 👨‍👩‍👧), flag pairs (🇺🇸) and tag sequences together.
+_EMOJI_CLUSTER = regex.compile(r"(?=[\p{Extended_Pictographic}\p{Regional_Indicator}]|[0-9#*]\ufe0f?\u20e3)\X")
+
+
+def tokenize_post(text: str) -> list[str]:
+    """Tokens of a new post's raw text (`mmner predict`, `Tagger`, HTTP): `tokenize`, except that an
+    emoji of several code points (a ZWJ sequence such as 👩‍🚀, a flag such as 🇺🇸, a keycap such as 1️⃣,
+    a skin tone such as 🙌🏾, a presentation selector such as ❤️) is one token, as a reader sees it.
+
+    Dataset files keep the releases' own split (`read_conll` reads tokens as given; `tokenize` splits
+    every code point, as the Twitter-2015/2017 files do). Tokens stay substrings of `text`, in order;
+    an emoji that does not start on a token boundary (inside a URL, a keycap glued to a number) is
+    left as `tokenize` splits it.
+    """
+    spans = [(m.start(), m.end()) for m in _TOKEN.finditer(text) if m.lastgroup != "drop"]
+    clusters = {m.start(): m.end() for m in _EMOJI_CLUSTER.finditer(text) if m.end() - m.start() > 1}
+    out: list[str] = []
+    i = 0
+    while i < len(spans):
+        start, end = spans[i]
+        stop = clusters.get(start)
+        j = i
+        if stop is not None:  # the run of tokens that covers the cluster exactly, without gaps
+            while j + 1 < len(spans) and spans[j][1] < stop and spans[j + 1][0] == spans[j][1]:
+                j += 1
+        if stop is not None and spans[j][1] == stop:
+            out.append(text[start:stop])
+            i = j + 1
+        else:
+            out.append(text[start:end])
+            i += 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +310,7 @@ def _post_from_json(obj: Any, p: Path, lineno: int) -> Post:
         if not isinstance(obj["text"], str):
             raise at(p, lineno, f"post {pid}: \"text\" must be a string")
         meta["text"] = obj["text"]
-        tokens = tokenize(obj["text"])
+        tokens = tokenize_post(obj["text"])
     else:
         raise at(p, lineno, f"post {pid}: needs \"text\" or \"tokens\"")
     if not tokens:
@@ -311,7 +349,7 @@ def iter_jsonl(path: str | Path) -> Iterator[Post]:
 
     The file's existence is checked now, not at the first `next()`, so a wrong path fails before any
     model is loaded. Blank lines are skipped; a post without `id` gets its line number as id; `text`
-    is tokenised with `tokenize`; an `image` path is resolved relative to the file's folder (not
+    is tokenised with `tokenize_post`; an `image` path is resolved relative to the file's folder (not
     checked: the image pipeline applies its missing-image policy). Other keys are kept in `meta`.
     """
     p = _existing_file(path)
