@@ -112,7 +112,7 @@ def test_tagger_inputs(tagger, tmp_path):
     tokens = tagger(tokens=["visit", "Paris"], id="t")
     assert tokens["tokens"] == ["visit", "Paris"] and "text" not in tokens
     mixed = tagger.batch([{"id": 7, "text": "visit Rome", "user": "kept"}, "visit London", tokens])
-    assert [r["id"] for r in mixed] == ["7", "1", "t"] and mixed[0]["user"] == "kept"
+    assert [r["id"] for r in mixed] == ["7", "#2", "t"] and mixed[0]["user"] == "kept"
 
     with pytest.raises(MmnerError, match="empty post"):
         tagger("   \u200b ")

@@ -170,7 +170,7 @@ def test_read_jsonl(tmp_path: Path) -> None:
     text = json.dumps(lines[0]) + "\r\n\r\n" + json.dumps(lines[1], ensure_ascii=False) + "\n" + json.dumps(lines[2])
     path = write(tmp_path / "posts.jsonl", text)
     posts = read_jsonl(path)
-    assert [p.id for p in posts] == ["a", "3", "7"]  # missing id -> line number
+    assert [p.id for p in posts] == ["a", "#3", "7"]  # missing id -> #<line number>
     assert posts[0].tokens == ["Meet", "@", "Obama", "in", "#", "Paris"]
     assert posts[0].image_path == str(tmp_path / "img" / "a.jpg")
     assert posts[0].image_id == "a" and posts[0].caption == "a man" and posts[0].tags is None

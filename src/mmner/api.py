@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from mmner.data.post import Post
+from mmner.data.post import Post, generated_id, post_id
 from mmner.data.readers import tokenize_post
 from mmner.errors import MmnerError
 
@@ -243,16 +243,27 @@ def _safe_stem(pid: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)[:40] or "post"
 
 
+def _post_id(given: Any, index: int) -> str:
+    try:
+        return post_id(given, index + 1)
+    except ValueError as exc:
+        raise MmnerError(str(exc)) from None
+
+
 def make_post(item: PostLike, index: int = 0, staged: StagedImages | None = None) -> Post:
     """A `Post` from what a caller passes: a text, a mapping `{id, text | tokens, image, caption}` or a
-    `Post`. `image` is a path (relative to the working folder), a PIL image or image file bytes."""
+    `Post`. `image` is a path (relative to the working folder), a PIL image or image file bytes.
+    `index` is the post's 0-based position in the call: a post without an id gets `#<index + 1>`
+    (`mmner.data.post.post_id`, the rule of `predict` and HTTP too)."""
     if isinstance(item, Post):
+        _post_id(item.id, index)
         return item
     if isinstance(item, str):
         item = {"text": item}
     if not isinstance(item, Mapping):
-        raise MmnerError(f"post {index}: expected a text, a mapping or a Post, got {type(item).__name__}")
-    pid = str(item["id"]) if item.get("id") is not None else str(index)
+        raise MmnerError(f"post {generated_id(index + 1)}: expected a text, a mapping or a Post, "
+                         f"got {type(item).__name__}")
+    pid = _post_id(item.get("id"), index)
     text, tokens = item.get("text"), item.get("tokens")
     if text is not None and not isinstance(text, str):
         raise MmnerError(f"post {pid}: \"text\" must be a string, got {type(text).__name__}")
@@ -362,7 +373,9 @@ class Tagger:
         return record
 
     def batch(self, posts: Iterable[PostLike], batch_size: int | None = None) -> list[dict[str, Any]]:
-        """Tag many posts (texts, mappings `{id, text | tokens, image, caption}`, or `Post`s), in order."""
+        """Tag many posts (texts, mappings `{id, text | tokens, image, caption}`, or `Post`s), in order.
+        A post without an id gets `#<n>`, n its 1-based position (given ids of that form are refused
+        unless they are the post's own number), so no record's id repeats another's."""
         return list(self.stream(posts, batch_size))
 
     def stream(self, posts: Iterable[PostLike], batch_size: int | None = None) -> Iterator[dict[str, Any]]:

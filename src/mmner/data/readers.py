@@ -29,7 +29,7 @@ from typing import Any
 
 import regex
 
-from mmner.data.post import Post
+from mmner.data.post import Post, post_id
 from mmner.errors import MmnerError, at
 from mmner.tagging.schemes import check_tags
 
@@ -294,8 +294,10 @@ def _str_list(value: Any) -> bool:
 def _post_from_json(obj: Any, p: Path, lineno: int) -> Post:
     if not isinstance(obj, dict):
         raise at(p, lineno, f"expected a JSON object (one post per line), got {type(obj).__name__}")
-    pid = obj.get("id")
-    pid = str(lineno) if pid is None else str(pid)
+    try:
+        pid = post_id(obj.get("id"), lineno)  # absent or null: `#<line number>`
+    except ValueError as exc:
+        raise at(p, lineno, str(exc)) from None
     meta: dict[str, Any] = {k: v for k, v in obj.items() if k not in _POST_KEYS}
     meta["line"] = lineno
     if "tokens" in obj:
@@ -348,8 +350,8 @@ def iter_jsonl(path: str | Path) -> Iterator[Post]:
     """Posts of a JSON lines file one at a time, so `predict` can stream files of any size.
 
     The file's existence is checked now, not at the first `next()`, so a wrong path fails before any
-    model is loaded. Blank lines are skipped; a post without `id` gets its line number as id; `text`
-    is tokenised with `tokenize_post`; an `image` path is resolved relative to the file's folder (not
+    model is loaded. Blank lines are skipped; a post without `id` gets `#<line number>` (`post_id`);
+    `text` is tokenised with `tokenize_post`; an `image` path is resolved relative to the file's folder (not
     checked: the image pipeline applies its missing-image policy). Other keys are kept in `meta`.
     """
     p = _existing_file(path)

@@ -7,6 +7,8 @@ Endpoints
   -> one output record (DESIGN §1 plus character offsets, `relation_score` where the model has one).
 - `POST /v1/tag/batch` `{"posts": [post or text, ...]}` -> `{"results": [record, ...], "failed": n}`; a post
   that cannot be tagged is `{"id"?, "error"}` in its place (a size limit still refuses the request, 413).
+  Every record has an id: its own, or `#<n>` for the n-th post (1-based) when it gave none, the rule of
+  `Tagger.batch` and `predict` (`mmner.data.post.post_id`); `/v1/tag` and the upload echo a given id only.
 - `POST /v1/tag/upload` multipart form: `text`, optional `caption`, `id`, and an `image` file.
 
 Errors are JSON `{"error": one line, "detail": ...}`: 400 malformed JSON; 413 a body over
@@ -39,6 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmner.api import StagedImages, Tagger, make_post, read_image_bytes
+from mmner.data.post import post_id
 from mmner.errors import MmnerError
 from mmner.serve.batcher import MicroBatcher, QueueFull
 
@@ -263,12 +266,13 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         except MmnerError as exc:
             raise _error(status, f"{exc}{note}") from None
 
-    async def tag(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Posts (mappings for `make_post`) through the micro-batcher; temporary images removed after."""
+    async def tag(items: list[dict[str, Any]], positions: list[int] | None = None) -> list[dict[str, Any]]:
+        """Posts (mappings for `make_post`) through the micro-batcher; temporary images removed after.
+        `positions`: each post's 0-based place in the request, which names a post given without an id."""
         staged = StagedImages()
         try:
             try:
-                posts = [make_post(item, i, staged) for i, item in enumerate(items)]
+                posts = [make_post(item, positions[i] if positions else i, staged) for i, item in enumerate(items)]
             except MmnerError as exc:
                 raise _error(422, str(exc)) from None
             try:
@@ -285,9 +289,11 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
 
     async def json_item(post: PostIn, index: int, where: str) -> dict[str, Any]:
         check_text(post, where)
+        try:
+            post_id(post.id, index + 1)  # a post without an id is `#<index + 1>` (make_post), as in predict
+        except ValueError as exc:
+            raise _error(422, f"{where}{exc}") from None
         item: dict[str, Any] = {k: v for k, v in post.model_dump().items() if v is not None and k != "image"}
-        if "id" not in item:
-            item["id"] = str(index)
         if post.image is not None:
             raw = decode_image(post.image, where)
             await check_image(raw, f"{where}image", 422)
@@ -329,11 +335,11 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         if len(body.posts) > limits.max_posts:
             raise _error(413, f"posts: {len(body.posts)} posts, over the limit of {limits.max_posts} per request")
         out: list[dict[str, Any] | None] = [None] * len(body.posts)  # a failed post's entry, else its record
-        good: list[tuple[int, dict[str, Any], bool]] = []  # position, item, whether the post gave its id
+        good: list[tuple[int, dict[str, Any]]] = []  # position, item
         for i, raw in enumerate(body.posts):
             try:
                 post = PostIn(text=raw) if isinstance(raw, str) else PostIn.model_validate(raw)
-                good.append((i, await json_item(post, i, f"posts.{i}."), post.id is not None))
+                good.append((i, await json_item(post, i, f"posts.{i}.")))
             except ValidationError as exc:
                 _, message = _describe_validation([{**e, "loc": ("posts", i, *e["loc"])} for e in exc.errors()])
                 out[i] = _failed(raw, message)
@@ -341,9 +347,9 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
                 if exc.status_code == 413:  # a size limit refuses the request, as for a single post
                     raise
                 out[i] = _failed(raw, str(exc.detail))
-        records = await tag([item for _, item, _ in good]) if good else []
-        for (i, _, had_id), record in zip(good, records):
-            out[i] = public(record, had_id)
+        records = await tag([item for _, item in good], [i for i, _ in good]) if good else []
+        for (i, _), record in zip(good, records):
+            out[i] = record  # with its id: given, or `#<position>` as Tagger.batch and predict name it
         return {"results": out, "failed": len(body.posts) - len(good)}
 
     @app.post("/v1/tag/upload")
@@ -355,8 +361,11 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         post = PostIn(text=text, caption=caption or None, id=id or None)
         check_text(post, "")
+        try:
+            post_id(post.id, 1)
+        except ValueError as exc:
+            raise _error(422, str(exc)) from None
         item: dict[str, Any] = {k: v for k, v in post.model_dump().items() if v is not None and k != "image"}
-        item.setdefault("id", "0")
         if image is not None and (image.filename or image.size):
             raw = await image.read(limits.max_image_bytes + 1)
             if len(raw) > limits.max_image_bytes:
