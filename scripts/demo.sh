@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job from nothing (called by `make demo`): train a short BERT-CRF (MiniLM-L6) on
-# Twitter-2017, evaluate it on the test split, and tag the sample posts that come with images.
+# The main job from nothing (called by `make demo`): train a short multimodal tagger (BERT-CRF reading
+# the post with a caption of its image, MiniLM-L6, BLIP-2 captions) on Twitter-2017, evaluate it on the
+# test split beside the committed text-only row, and tag the sample posts that come with images, with
+# and without their captions, to show what the image changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 
 DATA=${MMNER_DATA_DIR:-../shared/data}
 if [ ! -f "$DATA/twitter2017/train.txt" ]; then
@@ -14,28 +17,29 @@ fi
 export MMNER_DATA_DIR=$DATA
 
 RUN=runs/demo
+if [ -f "$RUN/config.yaml" ] && ! grep -q "bert-crf-caption" "$RUN/config.yaml"; then
+  echo "== $RUN holds an earlier text-only demo run; moving it to $RUN-text" && rm -rf "$RUN-text" && mv "$RUN" "$RUN-text"
+fi
 if [ -f "$RUN/model.safetensors" ]; then
   echo "== $RUN is already trained; delete it to train again"
 elif [ -f "$RUN/config.yaml" ]; then
   echo "== continuing the interrupted demo run in $RUN"
   mmner train configs/demo.yaml --output "$RUN" --resume
 else
-  echo "== training bert-crf (minilm-l6) on Twitter-2017, text only"
+  echo "== training bert-crf-caption (minilm-l6) on Twitter-2017 with the BLIP-2 captions of its images"
   mmner train configs/demo.yaml --output "$RUN"
 fi
 
 echo "== evaluating on twitter2017:test"
-mmner evaluate "$RUN" --data twitter2017:test
+mmner evaluate "$RUN" --data twitter2017:test --quiet
+python scripts/demo_compare.py "$RUN" benchmarks/runs/bert-crf-minilm-twitter2017-s13
+echo "== what the images did on twitter2017:test: the same model with each post's caption, and with none"
+python scripts/demo_compare.py --effect "$RUN" twitter2017:test
 
-SAMPLES="$DATA/images/twitter2017_samples/test/texts.json"
-echo "== tagging the sample posts in $SAMPLES"
-mmner predict "$RUN" --input "$SAMPLES" --output "$RUN/samples.jsonl"
-python - "$RUN/samples.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1], encoding="utf-8"):
-    post = json.loads(line)
-    tokens = list(post["tokens"])
-    for ent in reversed(post["entities"]):
-        tokens[ent["start"]:ent["end"]] = ["[" + " ".join(tokens[ent["start"]:ent["end"]]) + "]" + ent["type"]]
-    print(f"  {post.get('image', '-')}: {' '.join(tokens)}")
-PY
+echo "== tagging the 30 sample posts in $DATA/images (real images, their captions) with the caption, then from the text alone"
+python scripts/demo_compare.py --samples "$RUN/samples.jsonl" "$RUN/samples-text.jsonl" "$DATA"/images/twitter201[57]_samples/*/
+mmner predict "$RUN" --input "$RUN/samples.jsonl" --output "$RUN/tagged.jsonl" --quiet
+mmner predict "$RUN" --input "$RUN/samples-text.jsonl" --output "$RUN/tagged-text.jsonl" --quiet
+python scripts/demo_compare.py --show "$RUN/tagged.jsonl" "$RUN/tagged-text.jsonl"
+
+echo "== done in $(( $(date +%s) - started )) s. Try it in the browser: mmner serve $RUN, then open http://127.0.0.1:8000/"
