@@ -130,13 +130,18 @@ def render(sections: list[dict], resamples: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, output: str, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of the bootstrap tables (leaderboard.py, summary.py): runs, output, resampling."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "leaderboard.md")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / output)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__, "leaderboard.md", argv)
     from mmner.errors import MmnerError
 
     try:

@@ -14,15 +14,14 @@ descriptions) against the same configs and seeds with BLIP-2 captions, and how m
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from baselines import ROOT, collect
+from baselines import collect
 from compare import _dataset, variant_of
-from leaderboard import REFERENCE, build, post_counts
+from leaderboard import REFERENCE, arguments, build, post_counts
 
 # The gain each paper reports for a system over its own text-only baseline, test F1 (Twitter-2015, -2017),
 # and that baseline: Chen et al. Table 1 (BERT-base, captions by BUTD, ResNet / Faster R-CNN features);
@@ -213,12 +212,7 @@ def render(rows: list[dict], sources: list[dict], resamples: int, figure: Path |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "summary.md")
-    parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "summary.md", argv)
     from mmner.errors import MmnerError
 
     try:
