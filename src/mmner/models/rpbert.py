@@ -50,7 +50,6 @@ from torch import nn
 from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import AuxiliaryTask, ModelParams
-from mmner.models.bert_crf import BertCRF
 from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
 from mmner.models.blocks import AttentionRecord, attention_rows, pool_words, resolve_region_params
 from mmner.models.registry import register
