@@ -249,3 +249,36 @@ def test_report_relation_and_attention_files(tmp_path, two_runs):
 def test_report_bad_input_is_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "report", str(tmp_path / "nope"), "--output", str(tmp_path / "r.html"))
     assert code == 2 and "nope" in err and err.count("\n") == 1
+
+
+def test_report_notes_unpaired_runs_and_a_changed_f1(tmp_path, two_runs, tiny_corpus):
+    """Two runs tested on other posts are not compared post by post (a note says so), and a run whose
+    F1 recomputed from its predictions differs from its metrics.json is named in a warning."""
+    import shutil
+
+    import yaml
+
+    from mmner.analysis import runs as run_data
+    from mmner.analysis.report import analyse, render
+
+    other = tmp_path / "other"
+    shutil.copytree(two_runs[1], other)  # the same run, "tested" on the valid posts instead
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["data"]["test"] = str(tiny_corpus["valid"])
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    shutil.copy(other / "predictions" / "valid.conll", other / "predictions" / "test.conll")
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["test"].update(f1=12.34, data_sha1=metrics["valid"]["data_sha1"],  # f1: not what the predictions give
+                           dataset=metrics["valid"]["dataset"])
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    runs = [run_data.load(two_runs[1], "A"), run_data.load(other, "B")]
+    data = analyse(runs, resamples=200)
+    (diff,) = data["scores"]["differences"]
+    assert diff["paired"] is False and "B was tested on other posts than A: no paired comparison" in diff["note"]
+    page = render(runs, data)
+    assert "B was tested on other posts than A: no paired comparison" in page
+    assert "differs from metrics.json for B" in page and "for A," not in page
+    # the same two runs on the same posts: paired, no note, no warning
+    same = analyse([runs[0], run_data.load(two_runs[0], "C")], resamples=200)
+    assert [d["paired"] for d in same["scores"]["differences"]] == [True]
+    assert "differs from metrics.json" not in render([runs[0], run_data.load(two_runs[0], "C")], same)
