@@ -117,8 +117,8 @@ def plot(rows: list[dict], output: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["encoder"], r["dataset"]) for r in shown})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 0.45 * max(len(shown), 4) + 1.6),
-                             squeeze=False, sharex=True)
+    height = 0.45 * max(len(shown), 4) + 2.4
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.5 * len(panels), 8.0), height), squeeze=False, sharex=True)
     for ax, (enc, ds) in zip(axes[0], panels):
         part = [r for r in shown if (r["encoder"], r["dataset"]) == (enc, ds)][::-1]
         ys = range(len(part))
@@ -129,14 +129,14 @@ def plot(rows: list[dict], output: Path) -> Path | None:
             if r["paper_delta"] is not None:
                 ax.plot(r["paper_delta"], y, marker="x", color="tab:red", linestyle="none")
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(list(ys), [f"{r['system']} ({len(r['paired_seeds'])} seeds)" for r in part])
+        ax.set_yticks(list(ys), [f"{r['system']} ({len(r['paired_seeds'])} seed{'s' if len(r['paired_seeds']) != 1 else ''})" for r in part])
         ax.set_title(f"{ds}, {enc}")
         ax.set_xlabel("Δ test F1 vs text-only bert-crf")
     handles = [plt.Line2D([], [], marker="o", color="tab:blue", linestyle="none", label="mmner Δ, 95% interval excludes 0"),
                plt.Line2D([], [], marker="o", color="tab:gray", linestyle="none", label="mmner Δ, interval contains 0"),
                plt.Line2D([], [], marker="x", color="tab:red", linestyle="none", label="paper's Δ over its own text-only baseline")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=1, frameon=False, fontsize="small")
+    fig.tight_layout(rect=(0, 1.1 / height, 1, 1))
     target = output.with_suffix(".png")
     fig.savefig(target, dpi=110)
     plt.close(fig)
