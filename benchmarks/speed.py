@@ -1,0 +1,179 @@
+"""Tagging speed beside the text-only Hugging Face pipeline, in one run on the same posts: docs/results/speed.md.
+
+    python benchmarks/speed.py RUN [RUN ...]        # e.g. the bert-crf, bert-crf-caption and umt MiniLM runs
+    python benchmarks/speed.py RUN ... --posts 200  # a quick look
+
+Posts: the Twitter-2017 test split (with their BLIP-2 captions for caption models, as the runs were trained).
+In this process, one after the other, with the same torch threads:
+
+- the Hugging Face token-classification pipeline on MiniLM-L6 (text only; its classifier is untrained, which
+  costs the same as a trained one), batch 32 and batch 1: posts/s;
+- each mmner run through `Tagger.batch` (length-sorted batches of 32, each record with its visual field and,
+  where the model has them, relation score and attention), and one post at a time: posts/s, the ratio to
+  the pipeline's posts/s at the same batch size, the single-post latency p50 / p95, and the test F1 of the
+  tags of the same posts;
+- over HTTP: `mmner serve RUN` in a child process on a loopback port, one client sending single posts
+  (`--http` requests): latency p50 / p95 (benchmarks/serve_load.py's single phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from serve_load import free_port, percentile, phase
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_posts(limit: int | None):
+    from mmner.data import datadir
+    from mmner.data.readers import read_blip2_captions
+
+    posts = datadir.load_dataset("twitter2017:test")[:limit]
+    captions = read_blip2_captions(datadir.caption_file("twitter2017"))
+    return posts, {p.id: c for p in posts if (c := captions.get(p.image_id or "")) and c != datadir.BLANK_IMAGE_CAPTION}
+
+
+def timed(fn, repeats: int = 1) -> float:
+    """The fastest of `repeats` calls of fn(), in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def hf_pipeline(texts: list[str]) -> dict[str, float]:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+    from mmner.text.encoders import resolve_encoder
+
+    path = resolve_encoder("minilm-l6")
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=9)
+    tagger = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), device=-1)
+    tagger(texts[:32], batch_size=32)  # warm-up
+    out = {}
+    for batch in (32, 1):
+        seconds = timed(lambda: tagger(texts, batch_size=batch))
+        out[f"batch_{batch}"] = round(len(texts) / seconds, 1)
+    return out
+
+
+def mmner_run(run: Path, posts, captions: dict[str, str], single: int) -> dict:
+    from mmner import Tagger
+    from mmner.inference import score_posts
+
+    tagger = Tagger.load(run, device="cpu")
+    uses_captions = tagger.visual_source == "caption"
+    items = [{"id": p.id, "tokens": p.tokens, **({"caption": captions[p.id]} if uses_captions and p.id in captions else {})}
+             for p in posts]
+    tagger.batch(items[:32])  # warm-up
+    records: list[dict] = []
+    seconds = timed(lambda: records.extend(tagger.batch(items, batch_size=32)))
+    f1 = score_posts(posts, [r["tags"] for r in records[-len(items):]])["f1"]
+    latencies = []
+    for item in items[:single]:
+        started = time.perf_counter()
+        tagger.batch([item], batch_size=1)
+        latencies.append(time.perf_counter() - started)
+    info = tagger.info()
+    return {"run": str(run), "model": info["model"], "visual_source": info["visual_source"],
+            "batch_32": round(len(items) / seconds, 1), "batch_1": round(len(latencies) / sum(latencies), 1),
+            "latency_ms": {"p50": round(1000 * percentile(latencies, 50), 1), "p95": round(1000 * percentile(latencies, 95), 1)},
+            "f1": f1, "captions": sum("caption" in i for i in items)}
+
+
+def http_latency(run: Path, posts, captions: dict[str, str], requests: int) -> dict:
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "mmner", "serve", str(run), "--host", "127.0.0.1", "--port", str(port)],
+                              env={**os.environ, "MMNER_LOG": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited with {server.returncode}:\n{server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not answer /healthz within 180 s")
+            time.sleep(0.2)
+        bodies = [{"text": " ".join(p.tokens), **({"caption": captions[p.id]} if p.id in captions else {})} for p in posts]
+        result = asyncio.run(phase(base, "single", lambda i: ("/v1/tag", bodies[i % len(bodies)]), requests, 1, 120.0, 1))
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return {"requests": result["requests"], "failed": result["failed"], **(result["latency_ms"] or {})}
+
+
+def render(result: dict) -> str:
+    hf = result["hf_pipeline"]
+    lines = [
+        "# Tagging speed",
+        "",
+        "Made by `benchmarks/speed.py` in one run on this machine "
+        f"({result['device']}, {result['threads']} torch threads, precision fp32), on the first {result['posts']}",
+        "posts of the Twitter-2017 test split (caption models get each post's BLIP-2 caption, as in training).",
+        "Ratio: mmner's posts/s over the Hugging Face pipeline's at the same batch size (MiniLM-L6, text only).",
+        "Latency: one post per call, in process (`Tagger.batch([post])`) and over HTTP (`POST /v1/tag`, one",
+        "client on the loopback). F1: the test F1 of the tags of the same posts.",
+        "",
+        f"Hugging Face token-classification pipeline, MiniLM-L6: {hf['batch_32']} posts/s at batch 32, "
+        f"{hf['batch_1']} posts/s at batch 1.",
+        "",
+        "| run | model | visual | posts/s (batch 32) | ratio | posts/s (batch 1) | ratio | p50 ms | p95 ms | HTTP p50 ms | HTTP p95 ms | test F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        http = r.get("http") or {}
+        lines.append(f"| `{Path(r['run']).name}` | {r['model']} | {r['visual_source']} | {r['batch_32']} | "
+                     f"{r['batch_32'] / hf['batch_32']:.2f}x | {r['batch_1']} | {r['batch_1'] / hf['batch_1']:.2f}x | "
+                     f"{r['latency_ms']['p50']} | {r['latency_ms']['p95']} | {http.get('p50', '–')} | {http.get('p95', '–')} | "
+                     f"{r['f1']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--posts", type=int, default=None, help="the first N test posts (default: all 723)")
+    parser.add_argument("--single", type=int, default=100, help="posts for the single-post latency")
+    parser.add_argument("--http", type=int, default=100, help="single-post HTTP requests per run (0: skip)")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "speed.md")
+    args = parser.parse_args(argv)
+    import torch
+
+    posts, captions = test_posts(args.posts)
+    result = {"device": "cpu", "threads": torch.get_num_threads(), "posts": len(posts),
+              "hf_pipeline": hf_pipeline([" ".join(p.tokens) for p in posts]), "runs": []}
+    for run in args.runs:
+        record = mmner_run(run, posts, captions, args.single)
+        if args.http:
+            record["http"] = http_latency(run, posts, captions, args.http)
+        result["runs"].append(record)
+        print(json.dumps(record))
+    args.output.write_text(render(result))
+    args.output.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
