@@ -3,7 +3,7 @@
 A post tagged alone must get the tags it gets inside a padded, length-sorted batch of longer and shorter
 posts, with and without images, in `predict_tags` (the path of the API, `predict`, `evaluate` and the
 service), in `Tagger.stream` across more posts than one batch, and in the service's micro-batcher (many
-single-post requests answered from shared model batches). Untrained tiny models: batch invariance is a
+concurrent single-post requests to a live server answered from shared model calls). Untrained tiny models: batch invariance is a
 property of the code, not of training (one torch thread, conftest).
 """
 
@@ -88,3 +88,33 @@ def test_stream_across_batches_equals_alone(tagged):
     records = list(Tagger(model, config, batch_size=5).stream(items))
     assert [r["id"] for r in records] == [p.id for p in posts]
     assert [r["tags"] for r in records] == alone, name
+
+
+def test_service_micro_batcher_equals_alone(tagged):
+    """Concurrent single-post requests to `mmner serve`'s app share model calls (the micro-batcher) and
+    each gets the tags its post gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from mmner.api import Tagger
+    from mmner.serve import Limits, create_app
+    from serving_helpers import live_server
+
+    name, config, model, source, posts, visual, alone = tagged
+    bodies = []
+    for p in posts:
+        body = {"id": p.id, "tokens": p.tokens}
+        used = visual.get(p)
+        if source != "none" and not used.masked:
+            body["caption"] = used.caption
+        bodies.append(body)
+    app = create_app(Tagger(model, config, batch_size=32), Limits(max_batch=8, max_wait_ms=40))
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda body: client.post("/v1/tag", json=body), bodies))
+        batching = client.get("/healthz").json()["batching"]
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert [a.json()["tags"] for a in answers] == alone, name
+    assert batching["largest"] > 1, f"{name}: no two requests shared a model call"
