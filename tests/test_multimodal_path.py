@@ -143,3 +143,38 @@ def test_python_cli_and_http_give_the_same_records(run, image_file, tmp_path, mo
         for key in ("id", "tokens", "tags", "entities", "visual", "relation_score", "attention", "caption"):
             assert a.get(key) == b.get(key) == c.get(key), f"{name}: post {i}, {key}: {a.get(key)} | {b.get(key)} | {c.get(key)}"
     assert [r["visual"]["input"] for r in python] == [source, "none", source]
+
+
+def test_a_model_that_learned_the_caption_changes_its_tags_with_it(tmp_path, tiny_model_params):
+    """On a corpus where only the caption tells the entity's type (the same names are people in one post
+    and places in another), a trained caption model tags by the caption: swapping the caption of a
+    held-out post swaps its entity type."""
+    import random
+
+    from conftest import write_corpus
+    from mmner import Tagger
+    from mmner.train.run import train
+
+    names = ["Jordan", "Paris", "Austin", "Florence", "Chelsea", "Victoria", "Sydney", "Dallas"]
+    person, place = "a man smiling at the camera", "a city street with tall buildings"
+
+    def corpus(path, n, seed):
+        rng = random.Random(seed)  # image id i: a person when i is even, a place when odd (captions below)
+        return write_corpus(path, [[("meet", "O"), (rng.choice(names), "B-PER" if i % 2 == 0 else "B-LOC"),
+                                    ("today", "O")] for i in range(n)])
+
+    data = {"train": corpus(tmp_path / "train.txt", 64, 1), "valid": corpus(tmp_path / "valid.txt", 16, 2),
+            "test": corpus(tmp_path / "test.txt", 16, 3)}
+    (tmp_path / "captions.json").write_text(json.dumps({str(i): person if i % 2 == 0 else place for i in range(64)}))
+    visual = {"source": "caption", "caption": str(tmp_path / "captions.json"), "missing": "error"}
+    config = load_config(None, base=tiny_config(tiny_model_params["bert-crf-caption"], data, visual, max_epochs=16,
+                                                patience=16))
+    metrics = train(config, tmp_path / "run", quiet=True)
+    assert metrics["test"]["f1"] >= 90.0, metrics["test"]["f1"]
+    tagger = Tagger.load(tmp_path / "run", device="cpu")
+    posts = [{"tokens": ["meet", name, "today"], "caption": caption} for name in names for caption in (person, place)]
+    types = [r["entities"][0]["type"] if r["entities"] else None for r in tagger.batch(posts)]
+    # the same words, the caption decides: a person's caption gives PER, a place's LOC, for (nearly) every name
+    right = sum(t == want for t, want in zip(types, ["PER", "LOC"] * len(names)))
+    flipped = sum(types[2 * k] == "PER" and types[2 * k + 1] == "LOC" for k in range(len(names)))
+    assert right >= 15 and flipped >= 7, types
