@@ -11,6 +11,8 @@ stopped after its request count or `--time-limit` seconds, whichever comes first
 2. `single-concurrent`: `--concurrency` clients sending single posts: throughput and latency when
    the service micro-batches concurrent requests into shared model calls.
 3. `batch`: `--concurrency` clients sending `/v1/tag/batch` requests of `--posts-per-request` posts.
+4. `many-clients`: `--many` clients (default 200) sending single posts, two requests each: failures, and
+   refusals of the bounded queue (503 with Retry-After; `--max-queue` sets the server's bound) counted apart.
 
 Then, with the server stopped, `model-call`: in this process, the model call of single posts with and
 without what the model computes besides tags (region attention, relation score), alternating post by
@@ -78,14 +80,15 @@ async def phase(base: str, name: str, make_request, requests: int, concurrency: 
     import httpx
 
     latencies: list[float] = []
-    failures = 0
+    failures = refused = 0
+    retry_after: set[str] = set()
     sent = 0
     deadline = time.perf_counter() + time_limit
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
         async def worker() -> None:
-            nonlocal sent, failures
+            nonlocal sent, failures, refused
             while sent < requests and time.perf_counter() < deadline:
                 i = sent
                 sent += 1
@@ -93,7 +96,10 @@ async def phase(base: str, name: str, make_request, requests: int, concurrency: 
                 t0 = time.perf_counter()
                 response = await client.post(path, json=body)
                 latencies.append(time.perf_counter() - t0)
-                if response.status_code != 200:
+                if response.status_code == 503:  # the bounded queue was full: refused at once, with Retry-After
+                    refused += 1
+                    retry_after.add(response.headers.get("retry-after", "(none)"))
+                elif response.status_code != 200:
                     failures += 1
 
         started = time.perf_counter()
@@ -101,9 +107,11 @@ async def phase(base: str, name: str, make_request, requests: int, concurrency: 
         seconds = time.perf_counter() - started
     done = len(latencies)
     return {
-        "phase": name, "requests": done, "failed": failures, "concurrency": concurrency,
+        "phase": name, "requests": done, "failed": failures, "refused_503": refused,
+        "retry_after": sorted(retry_after), "concurrency": concurrency,
         "posts_per_request": posts_per_request, "seconds": round(seconds, 2),
-        "posts_per_second": round(done * posts_per_request / seconds, 1) if seconds else None,
+        # answered posts only: a refused or failed request tags nothing
+        "posts_per_second": round((done - failures - refused) * posts_per_request / seconds, 1) if seconds else None,
         "latency_ms": {
             "p50": round(1000 * percentile(latencies, 50), 1), "p95": round(1000 * percentile(latencies, 95), 1),
             "mean": round(1000 * statistics.fmean(latencies), 1),
@@ -153,6 +161,9 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
     parser.add_argument("--threads", type=int, help="the server's --threads (default: torch's, all cores)")
     parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per phase at most")
+    parser.add_argument("--many", type=int, default=200,
+                        help="clients of the many-clients phase (single posts; 0: skip it)")
+    parser.add_argument("--max-queue", type=int, help="the server's --max-queue (default: its own)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--extras-posts", type=int, default=100,
                         help="posts in the model-call phase (0: skip it)")
@@ -165,7 +176,8 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "mmner", "serve", str(args.run_dir), "--host", "127.0.0.1", "--port", str(port),
          "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-         *(["--threads", str(args.threads)] if args.threads else [])],
+         *(["--threads", str(args.threads)] if args.threads else []),
+         *(["--max-queue", str(args.max_queue)] if args.max_queue else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -197,6 +209,7 @@ def main() -> None:
             ("single", single, args.single, 1, 1),
             ("single-concurrent", single, args.requests, args.concurrency, 1),
             ("batch", batch, args.requests, args.concurrency, args.posts_per_request),
+            *([("many-clients", single, 2 * args.many, args.many, 1)] if args.many else []),
         ):
             before = httpx.get(base + "/healthz").json()["batching"]
             result = asyncio.run(phase(base, name, make, n, conc, args.time_limit, per))
@@ -218,7 +231,8 @@ def main() -> None:
     record = {
         "model": info["model"], "encoder": info["encoder"], "visual_source": info["visual_source"],
         "posts": source, "device": "cuda" if torch.cuda.is_available() else "cpu", "cpus": os.cpu_count(),
-        "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads},
+        "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
+                   "max_queue": info.get("limits", {}).get("max_queue")},
         "phases": results, "model_call": extras_cost,
     }
     print(f"model {record['model']} ({record['encoder']}), visual {record['visual_source']}, posts from {source}, "
@@ -228,7 +242,8 @@ def main() -> None:
         print(f"  {r['phase']:<18} {r['requests']:>5} requests x {r['posts_per_request']:>2} posts, "
               f"concurrency {r['concurrency']:>2}: {r['posts_per_second']:>7} posts/s, "
               f"latency p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms, "
-              f"{r['mean_posts_per_call']} posts per model call, {r['failed']} failed ({r['stopped_by']})")
+              f"{r['mean_posts_per_call']} posts per model call, {r['failed']} failed, {r['refused_503']} refused "
+              f"(503, Retry-After {', '.join(r['retry_after']) or '-'}) ({r['stopped_by']})")
     if extras_cost:
         print(f"  model-call         {extras_cost['calls']} single posts: median {extras_cost['tags_only_ms']} ms tags only, "
               f"{extras_cost['with_extras_ms']} ms with {', '.join(extras_cost['extras']) or 'nothing else'}")
