@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -67,6 +68,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(run_dir: Path, *options: str):
+    """`mmner serve RUN_DIR OPTIONS` in a child process on a free loopback port, once /healthz answers;
+    yields its base URL and stops it on exit."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mmner", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port), *options],
+        env={**os.environ, "MMNER_LOG": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited with {server.returncode}:\n{server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not answer /healthz within 180 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,31 +205,12 @@ def main() -> None:
     args = parser.parse_args()
 
     bodies, source = load_posts()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MMNER_LOG": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mmner", "serve", str(args.run_dir), "--host", "127.0.0.1", "--port", str(port),
-         "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-         *(["--threads", str(args.threads)] if args.threads else []),
-         *(["--max-queue", str(args.max_queue)] if args.max_queue else [])],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    options = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+               *(["--threads", str(args.threads)] if args.threads else []),
+               *(["--max-queue", str(args.max_queue)] if args.max_queue else [])]
+    with served(args.run_dir, *options) as base:
         import httpx
 
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited with {server.returncode}:\n{server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not answer /healthz within 180 s")
-            time.sleep(0.2)
         info = httpx.get(base + "/v1/model").json()
 
         def single(i: int):
@@ -218,12 +234,6 @@ def main() -> None:
             result["model_calls"] = calls
             result["mean_posts_per_call"] = round((after["posts"] - before["posts"]) / calls, 1) if calls else None
             results.append(result)
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
     import torch
 

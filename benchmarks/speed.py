@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from serve_load import free_port, percentile, phase
+from serve_load import percentile, phase, served
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,34 +90,9 @@ def mmner_run(run: Path, posts, captions: dict[str, str], single: int) -> dict:
 
 
 def http_latency(run: Path, posts, captions: dict[str, str], requests: int) -> dict:
-    import httpx
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "mmner", "serve", str(run), "--host", "127.0.0.1", "--port", str(port)],
-                              env={**os.environ, "MMNER_LOG": "WARNING"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited with {server.returncode}:\n{server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not answer /healthz within 180 s")
-            time.sleep(0.2)
-        bodies = [{"text": " ".join(p.tokens), **({"caption": captions[p.id]} if p.id in captions else {})} for p in posts]
+    bodies = [{"text": " ".join(p.tokens), **({"caption": captions[p.id]} if p.id in captions else {})} for p in posts]
+    with served(run) as base:
         result = asyncio.run(phase(base, "single", lambda i: ("/v1/tag", bodies[i % len(bodies)]), requests, 1, 120.0, 1))
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
     return {"requests": result["requests"], "failed": result["failed"], **(result["latency_ms"] or {})}
 
 

@@ -34,6 +34,18 @@ def mixed_posts(corpus: dict) -> list:
     return posts
 
 
+def bodies(posts: list, visual, source: str) -> list[dict]:
+    """The posts as API / HTTP inputs: tokens, and the caption each post is seen with (none when masked)."""
+    out = []
+    for p in posts:
+        body = {"id": p.id, "tokens": p.tokens}
+        used = visual.get(p)
+        if source != "none" and not used.masked:
+            body["caption"] = used.caption
+        out.append(body)
+    return out
+
+
 def build(name: str, tiny_model_params, tiny_visual, tiny_corpus):
     source = TINY_SOURCES.get(name, ["none"])[0]
     config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source]))
@@ -78,14 +90,7 @@ def test_stream_across_batches_equals_alone(tagged):
     from mmner.api import Tagger
 
     name, config, model, source, posts, visual, alone = tagged
-    items = []
-    for p in posts:
-        item = {"id": p.id, "tokens": p.tokens}
-        used = visual.get(p)
-        if source != "none" and not used.masked:
-            item["caption"] = used.caption
-        items.append(item)
-    records = list(Tagger(model, config, batch_size=5).stream(items))
+    records = list(Tagger(model, config, batch_size=5).stream(bodies(posts, visual, source)))
     assert [r["id"] for r in records] == [p.id for p in posts]
     assert [r["tags"] for r in records] == alone, name
 
@@ -103,18 +108,12 @@ def test_service_micro_batcher_equals_alone(tagged):
     from serving_helpers import live_server
 
     name, config, model, source, posts, visual, alone = tagged
-    bodies = []
-    for p in posts:
-        body = {"id": p.id, "tokens": p.tokens}
-        used = visual.get(p)
-        if source != "none" and not used.masked:
-            body["caption"] = used.caption
-        bodies.append(body)
+    requests = bodies(posts, visual, source)
     app = create_app(Tagger(model, config, batch_size=32), Limits(max_batch=8, max_wait_ms=40))
     with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda body: client.post("/v1/tag", json=body), bodies))
+            answers = list(pool.map(lambda body: client.post("/v1/tag", json=body), requests))
         batching = client.get("/healthz").json()["batching"]
-    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert [a.status_code for a in answers] == [200] * len(requests)
     assert [a.json()["tags"] for a in answers] == alone, name
     assert batching["largest"] > 1, f"{name}: no two requests shared a model call"
