@@ -19,18 +19,19 @@ from compare import Benchmark, Reference, main
 VARIANTS = {
     "bert-crf": "BERT + CRF (1.1)",
     "bert-crf-caption": "BERT + CRF + Captions (4.1)",
-    "visualbert-crf": "VisualBERT + CRF + Captions (4.2)",
+    "visualbert-crf": "VisualBERT-style single stream + CRF + Captions (4.2; no V&L pretraining)",
     "fusion-cm": "BERT + CM + CRF (2.1)",
     "fusion-vam": "BERT + VAM + CRF (2.2)",
     "fusion-cam": "BERT + CAM + CRF (2.3)",
-    "fusion-tam": "VisualBERT + TAM + CRF (3.1)",
+    "fusion-tam": "text encoder + cross-attention over regions (not 3.1's VisualBERT + TAM)",
 }
-# Chen et al., Table 1: test F1 (BERT-base, ResNet-152 / Faster R-CNN features, BUTD captions)
+# Chen et al., Table 1: test F1 (BERT-base, ResNet-152 / Faster R-CNN features, BUTD captions). No paper F1 for
+# fusion-tam: it is a text encoder with cross-attention layers, not 3.1's VisualBERT + TAM (docs/fidelity.md).
 PAPER_F1 = {
     "twitter2015": {"bert-crf": 71.48, "bert-crf-caption": 71.49, "visualbert-crf": 69.71, "fusion-cm": 71.46,
-                    "fusion-vam": 69.80, "fusion-cam": 71.71, "fusion-tam": 70.09},
+                    "fusion-vam": 69.80, "fusion-cam": 71.71},
     "twitter2017": {"bert-crf": 85.44, "bert-crf-caption": 86.82, "visualbert-crf": 84.92, "fusion-cm": 86.40,
-                    "fusion-vam": 85.34, "fusion-cam": 85.71, "fusion-tam": 84.72},
+                    "fusion-vam": 85.34, "fusion-cam": 85.71},
 }
 
 SPEC = Benchmark(
@@ -46,7 +47,10 @@ SPEC = Benchmark(
         "the `masked` column: 358 blank Twitter-2017 images, docs/results/captions.md) and tagged from their",
         "text alone. Δ: F1 minus the text-only bert-crf of the same dataset and encoder (paired by seed, below).",
         "Paper: Chen et al., Table 1 (BERT-base; fusion heads on ResNet-152 grids, TAM on Faster R-CNN",
-        "regions, captions from BUTD): a reference point, not the same setting.",
+        "regions, captions from BUTD): a reference point, not the same setting. `visualbert-crf` is VisualBERT's",
+        "single-stream layout on the text encoder without vision-and-language pretraining (no such weights are",
+        "available offline); `fusion-tam` is a text encoder with cross-attention layers over the regions, not",
+        "3.1's VisualBERT + TAM, so it has no paper F1 (docs/fidelity.md).",
     ],
     row_columns=("model", "Chen et al."),
     variants=VARIANTS,

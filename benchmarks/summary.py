@@ -31,7 +31,7 @@ PAPER_DELTA: dict[str, dict[str, Any]] = {
     "fusion-cm": {"baseline": "BERT + CRF (Chen et al., Exp 1.1)", "delta": (71.46 - 71.48, 86.40 - 85.44)},
     "fusion-vam": {"baseline": "BERT + CRF (Chen et al., Exp 1.1)", "delta": (69.80 - 71.48, 85.34 - 85.44)},
     "fusion-cam": {"baseline": "BERT + CRF (Chen et al., Exp 1.1)", "delta": (71.71 - 71.48, 85.71 - 85.44)},
-    "visualbert-crf": {"baseline": "VisualBERT + CRF (Chen et al., Exp 1.2; captions, Exp 4.2)",
+    "visualbert-crf": {"baseline": "VisualBERT + CRF (Chen et al., Exp 1.2; captions, Exp 4.2; VisualBERT pretrained)",
                        "delta": (69.71 - 69.41, 84.92 - 83.90)},
     "umt": {"baseline": "BERT-CRF (Yu et al., Table 2)", "delta": (73.41 - 71.81, 85.31 - 83.44)},
     "rpbert-soft": {"baseline": "biLSTM-CRF + BERT (Sun et al., Table 4; the paper's G_s with TRC)",
