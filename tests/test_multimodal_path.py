@@ -178,3 +178,33 @@ def test_a_model_that_learned_the_caption_changes_its_tags_with_it(tmp_path, tin
     right = sum(t == want for t, want in zip(types, ["PER", "LOC"] * len(names)))
     flipped = sum(types[2 * k] == "PER" and types[2 * k + 1] == "LOC" for k in range(len(names)))
     assert right >= 15 and flipped >= 7, types
+
+
+def test_a_pseudo_caption_run_trains_on_image_files_and_tags_new_images(tmp_path, tiny_model_params):
+    """`visual.source: pseudo-caption` end to end with the packaged EfficientNet-Lite0: a run trained on
+    posts that come with image files and no captions (a RiTUAL sample folder without captions.json) reads
+    each image's top ImageNet classes, and tags a new post from its image file alone."""
+    import shutil
+
+    from conftest import SHARED_DATA
+    from mmner import Tagger
+    from mmner.train.run import train
+
+    sample = SHARED_DATA / "images" / "twitter2017_samples" / "train"
+    if not (sample / "texts.json").is_file():
+        pytest.skip("needs the RiTUAL sample images in ../shared/data/images")
+    folder = tmp_path / "posts"
+    folder.mkdir()
+    shutil.copy(sample / "texts.json", folder / "texts.json")  # no captions.json: the images only
+    for image in sample.glob("*.jpg"):
+        shutil.copy(image, folder / image.name)
+    data = {"train": folder, "valid": folder, "test": folder}
+    visual = {"source": "pseudo-caption", "pseudo_k": 3, "missing": "error"}
+    config = load_config(None, base=tiny_config(tiny_model_params["bert-crf-caption"], data, visual, max_epochs=1))
+    metrics = train(config, tmp_path / "run", quiet=True)["test"]
+    assert metrics["visual_source"] == "pseudo-caption" and metrics["masked_images"] == 0
+    assert "top-3 ImageNet classes of efficientnet-lite0" in metrics["visual_detail"]
+    record = Tagger.load(tmp_path / "run", device="cpu")("meet Kevin at the game", image=str(next(folder.glob("*.jpg"))))
+    used = record["visual"]
+    assert used["input"] == "caption" and used["from"] == "computed from the post's image"
+    assert len([w for w in used["caption"].split(",") if w.strip()]) == 3  # its top-3 class names
