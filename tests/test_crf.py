@@ -2,7 +2,6 @@ import itertools
 
 import pytest
 import torch
-from torchcrf import CRF
 
 from mmner.tagging.crf import CRFHead, viterbi
 from mmner.tagging.vocab import LabelVocab
@@ -58,13 +57,23 @@ def test_constrained_decode_never_emits_invalid_transitions(scheme):
         assert all(schemes.transition_allowed(a, b, scheme) for a, b in zip(tags, tags[1:]))
 
 
-def test_loss_is_pytorch_crf_nll():
+def test_loss_is_the_negative_log_likelihood_over_all_paths():
+    """The loss against a brute-force NLL: log of the sum over every tag path of exp(score), minus the gold
+    path's score, on each post's unmasked prefix, averaged over posts."""
     torch.manual_seed(2)
-    vocab = LabelVocab(["PER"], "bio")
+    vocab = LabelVocab(["PER"], "bio")  # 3 tags
     head = CRFHead(vocab)
-    em = torch.randn(2, 4, len(vocab))
-    tags = torch.randint(0, len(vocab), (2, 4))
-    mask = torch.ones(2, 4, dtype=torch.bool)
-    reference = CRF(len(vocab), batch_first=True)
-    reference.load_state_dict(head.crf.state_dict())
-    assert torch.allclose(head.loss(em, tags, mask), -reference(em, tags, mask, reduction="mean"))
+    with torch.no_grad():  # learned-looking transition scores, not pytorch-crf's small initial ones
+        for p in (head.crf.start_transitions, head.crf.end_transitions, head.crf.transitions):
+            p.copy_(torch.randn_like(p))
+    em = torch.randn(3, 5, len(vocab))
+    tags = torch.randint(0, len(vocab), (3, 5))
+    lengths = [5, 2, 4]
+    mask = torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]
+    start, trans, end = head.crf.start_transitions, head.crf.transitions, head.crf.end_transitions
+    nll = []
+    for b, n in enumerate(lengths):
+        paths = itertools.product(range(len(vocab)), repeat=n)
+        every = torch.stack([path_score(em[b, :n], p, start, trans, end) for p in paths])
+        nll.append(torch.logsumexp(every, 0) - path_score(em[b, :n], tags[b, :n].tolist(), start, trans, end))
+    assert torch.allclose(head.loss(em, tags, mask), torch.stack(nll).mean(), atol=1e-5)

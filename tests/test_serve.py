@@ -240,9 +240,7 @@ def test_200_concurrent_requests_on_the_loopback(tagger):
                                           for i, t in enumerate(texts)))
 
     with live_server(app) as base:
-        started = time.perf_counter()
         responses = asyncio.run(hammer(base))
-        seconds = time.perf_counter() - started
         stats = httpx.get(base + "/healthz").json()["batching"]
     assert [r.status_code for r in responses] == [200] * 200
     for i, (text, response) in enumerate(zip(texts, responses)):
@@ -250,7 +248,6 @@ def test_200_concurrent_requests_on_the_loopback(tagger):
         assert record["id"] == str(i)
         check_record(text, record)
     assert stats["posts"] == 200 and stats["calls"] < 200 and stats["largest"] > 1, stats
-    assert seconds < 60
 
 
 def test_the_same_posts_mean_the_same_in_python_on_the_command_line_and_over_http(tagger, client, tmp_path,
