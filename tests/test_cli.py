@@ -100,6 +100,7 @@ def test_train_evaluate_predict_resume(monkeypatch, capsys, tmp_path, tiny_encod
         assert len(r["tags"]) == len(r["tokens"])
         for ent in r["entities"]:
             assert ent["text"] == " ".join(r["tokens"][ent["start"] : ent["end"]])
+    assert any(r["entities"] for r in records)  # the loop above checked at least one entity
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "text": "   "}\n')

@@ -55,6 +55,7 @@ def test_bad_lines_go_to_the_errors_file_and_the_rest_is_tagged(monkeypatch, cap
         assert r["user"] == int(r["id"][1:])  # the input's own keys are kept
         for ent in r["entities"]:
             assert r["text"][ent["char_start"] : ent["char_end"]] == ent["text"]
+    assert any(r["entities"] for r in records)  # the loop above checked at least one entity
     errors = read_jsonl(out.with_name("preds.jsonl.errors.jsonl"))
     assert [(e["line"], e["id"]) for e in errors] == [(4, None), (8, "empty")]
     assert errors[0]["error"].startswith("invalid JSON") and errors[1]["error"] == "post empty: empty post (no tokens)"
