@@ -1,5 +1,6 @@
 """What training chooses: the best epoch on valid F1 (not the last), early stopping, the optimiser's
-parameter groups, and test scores that `evaluate` reproduces exactly."""
+parameter groups, warm-up and gradient clipping as configured, and test scores that `evaluate` reproduces
+exactly."""
 
 from __future__ import annotations
 
@@ -104,3 +105,34 @@ def test_a_short_run_logs_its_training_loss(tmp_path, tiny_model_params, tiny_co
         rows = list(csv.DictReader(fh))
     losses = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
     assert len(losses) >= 2 and all(loss > 0 for loss in losses)
+
+
+def test_warmup_and_clipping_as_configured(monkeypatch, tmp_path, tiny_model_params, tiny_corpus):
+    """The learning rate rises linearly over `optim.warmup` of the steps, then falls linearly to 0; every
+    step clips the gradients' global norm at `optim.grad_clip`, and the clipped norm is within it."""
+    lrs: list[float] = []
+    clips: list[tuple[float, float]] = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def record_lr(self, batch, batch_idx):
+        lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def record_clip(params, max_norm, *args, **kwargs):
+        params = list(params)
+        total = real_clip(params, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
+        clips.append((float(max_norm), float(after)))
+        return total
+
+    monkeypatch.setattr(module.TaggerModule, "on_train_batch_start", record_lr, raising=False)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record_clip)
+    base = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=2, precision="32-true")
+    base["optim"].update(warmup=0.5, grad_clip=0.05)  # a small bound, so that clipping does act
+    train(load_config(None, base=base), tmp_path / "run", quiet=True)
+    peak = base["optim"]["encoder_lr"]
+    steps = len(lrs)  # 24 posts in batches of 8, 2 epochs
+    assert steps == 6
+    warm = int(0.5 * steps)
+    expected = [peak * k / warm for k in range(warm)] + [peak * (steps - k) / (steps - warm) for k in range(warm, steps)]
+    assert lrs == pytest.approx(expected)
+    assert len(clips) == steps and all(bound == 0.05 and norm <= 0.05 + 1e-4 for bound, norm in clips)
