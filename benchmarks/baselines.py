@@ -1,5 +1,8 @@
-"""Text-only baselines on Twitter-2015/2017: docs/results/baselines.md and .json from the run
-directories under benchmarks/runs, which `mmner sweep` trains.
+"""Baselines on Twitter-2015/2017: docs/results/baselines.md and .json from the run directories under
+benchmarks/runs, which `mmner sweep` trains. Rows (`ROWS`): the text-only baselines (bert-crf,
+bilstm-crf, the text-only VisualBERT of Chen et al. Exp 1.2, RpBERT's biLSTM-CRF + BERT) and the
+biLSTM-CRF with the image at t = 0 (RpBERT Table 4), one row per config variant, with the F1 the
+papers report for them.
 
     mmner sweep benchmarks/matrix-minilm.yaml       # trains (and resumes) every run of the matrix
     python benchmarks/baselines.py                  # the table from what has finished
@@ -12,12 +15,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINES = ("bert-crf", "bilstm-crf")  # the registry models of this table
+# RpBERT Table 4's biLSTM rows (Fudan Univ. = Twitter-2015; Snap Res. is Lu et al.'s split, not the UMT release
+# of Twitter-2017) and Chen et al. Table 1's text-only rows: variant -> (paper F1 2015, 2017, where)
+PAPER_F1 = {
+    "bert-crf": (71.48, 85.44, "Chen et al. Exp 1.1, BERT-base"),
+    "visualbert-crf-text": (69.41, 83.90, "Chen et al. Exp 1.2, VisualBERT"),
+    "bilstm-crf": (69.9, 80.1, "Sun et al. Table 4, fastText 300d"),
+    "bilstm-crf-image": (70.0, 80.6, "Sun et al. Table 4, ResNet-152 at t = 0"),
+    "bilstm-crf-bert": (71.6, 85.1, "Sun et al. Table 4, BERT-base"),
+}
+# rows with an image and the text-only row they are compared with (Δ image, paired by seed)
+IMAGE_ROWS = {"bilstm-crf-image": "bilstm-crf"}
+ROWS = ("bert-crf", "bilstm-crf", "visualbert-crf-text", "bilstm-crf-bert", "bilstm-crf-image")  # config variants
+
+
+def variant_of(run_name: str) -> str:
+    """`umt-no-gate-minilm-twitter2017-s13` -> `umt-no-gate` (the config name minus encoder, dataset, seed)."""
+    return re.sub(r"-s\d+$", "", run_name).rsplit("-", 2)[0]
 
 
 def collect(runs_dir: Path) -> list[dict]:
@@ -41,32 +61,71 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _vectors(record: dict) -> str:
+    """`glove` / `spacy` for a biLSTM run (its config names the vectors), else its encoder."""
+    return record["encoder"]
+
+
+def baseline_rows(records: list[dict]) -> list[dict]:
+    """The runs of this table: those of ROWS (a multimodal system's text-only ablations, such as umt-no-image,
+    are in its own table)."""
+    return [r for r in records if variant_of(r["run"]) in ROWS
+            and (r.get("visual_source", "none") == "none" or variant_of(r["run"]) in IMAGE_ROWS)]
+
+
+def _paper(variant: str, dataset: str) -> str:
+    entry = PAPER_F1.get(variant)
+    if entry is None:
+        return "–"
+    return f"{entry[0 if dataset.startswith('twitter2015') else 1]:g} ({entry[2]})"
+
+
+def _image_delta(rs: list[dict], variant: str, groups: dict[tuple, list[dict]], key: tuple) -> str:
+    """F1 minus the text-only row's, over the seeds both have (same dataset and vectors / encoder)."""
+    base = groups.get((key[0], IMAGE_ROWS[variant], key[2]), []) if variant in IMAGE_ROWS else []
+    seeds = {r["seed"] for r in rs} & {r["seed"] for r in base}
+    if not seeds:
+        return "–"
+    mine = statistics.mean(r["f1"] for r in rs if r["seed"] in seeds)
+    theirs = statistics.mean(r["f1"] for r in base if r["seed"] in seeds)
+    return f"{mine - theirs:+.2f} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
+
+
 def table(runs_dir: Path, output: Path) -> None:
-    # the text-only rows; the multimodal runs beside them in benchmarks/runs belong to chen.py, umt.py, ...
-    records = [r for r in collect(runs_dir) if r.get("visual_source", "none") == "none" and r.get("model") in BASELINES]
+    # the multimodal runs beside them in benchmarks/runs belong to chen.py, umt.py, ...
+    records = baseline_rows(collect(runs_dir))
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["dataset"], r["model"], r["encoder"], r["visual_source"]), []).append(r)
+        groups.setdefault((r["dataset"], variant_of(r["run"]), _vectors(r)), []).append(r)
     lines = [
-        "# Text-only baselines",
+        "# Baselines",
         "",
         "Made by `benchmarks/baselines.py` from the run directories under `benchmarks/runs` (one per config",
         "and seed). Test split, entity-level F1 in conlleval mode at the word level (first sub-token),",
-        "epoch selected on valid F1. Dataset variant: UMT release of Twitter-2015/2017. Visual input: none.",
+        "epoch selected on valid F1. Dataset variant: UMT release of Twitter-2015/2017. Rows: the text-only",
+        "runs (visual input none): `bert-crf`; `bilstm-crf` (GloVe or spaCy vectors); `visualbert-crf-text`, the",
+        "text-only VisualBERT + CRF of Chen et al. (Exp 1.2; no vision-and-language pretraining, so the encoder",
+        "over the text alone); `bilstm-crf-bert`, RpBERT's biLSTM-CRF + BERT ([e_k; e_k^BERT], `rpbert` without",
+        "the image); and `bilstm-crf-image`, the biLSTM-CRF with the image at t = 0 (RpBERT Table 4), whose image",
+        "vector is the mean word vector of the post's BLIP-2 caption (the images are not at hand; posts without",
+        "a caption start with their words). Δ image: its F1 minus `bilstm-crf` with the same vectors, paired by",
+        "seed. Paper F1: what the paper reports for the row (BERT-base, fastText 300d, ResNet-152 features; the",
+        "paper's Twitter-2017 for Sun et al. is Lu et al.'s split): a reference point, not the same setting.",
         "Seconds per epoch are wall-clock training time over epochs on the device named; on `cpu` rows the",
         "machine may have been shared with other jobs, so they are not a speed benchmark. A commit marked",
         "`+dirty` had uncommitted changes in the checkout that trained it.",
         "",
-        "| dataset | model | encoder / vectors | visual | seeds | test F1 | P | R | gold entities | epochs (best) | s / epoch | device, precision |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | row | model | encoder / vectors | visual | seeds | test F1 | P | R | Δ image | paper F1 | gold entities | epochs (best) | s / epoch | device, precision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (dataset, model, encoder, visual), rs in sorted(groups.items()):
+    for (dataset, variant, encoder), rs in sorted(groups.items()):
         rs.sort(key=lambda r: r["seed"])
         lines.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                dataset, model, encoder, visual, ", ".join(str(r["seed"]) for r in rs),
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                dataset, variant, rs[0]["model"], encoder, rs[0]["visual_source"], ", ".join(str(r["seed"]) for r in rs),
                 _mean_std([r["f1"] for r in rs]), _mean_std([r["precision"] for r in rs]),
-                _mean_std([r["recall"] for r in rs]), rs[0]["gold_entities"],
+                _mean_std([r["recall"] for r in rs]), _image_delta(rs, variant, groups, (dataset, variant, encoder)),
+                _paper(variant, dataset), rs[0]["gold_entities"],
                 ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
                 ", ".join(f"{r['seconds_per_epoch']:.0f}" for r in rs),
                 device_cell(rs),

@@ -24,11 +24,6 @@ ENCODERS = {"minilm": "minilm-l6", "mpnet": "mpnet-base"}
 DATASETS = ("twitter2015", "twitter2017")
 
 
-def variant_of(run_name: str) -> str:
-    """`umt-no-gate-minilm-twitter2017-s13` -> `umt-no-gate` (the config name minus encoder, dataset, seed)."""
-    return re.sub(r"-s\d+$", "", run_name).rsplit("-", 2)[0]
-
-
 @dataclass(frozen=True)
 class Reference:
     """A "Δ" column: each row's mean F1 minus that of the reference runs of the same dataset and encoder.

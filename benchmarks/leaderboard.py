@@ -23,13 +23,17 @@ from pathlib import Path
 
 import numpy as np
 from baselines import ROOT, collect
-from compare import DATASETS, ENCODERS, _dataset, variant_of
+from baselines import variant_of
+from compare import DATASETS, ENCODERS, _dataset
 
 REFERENCE = "bert-crf"
+# systems whose paper measures them against a text-only model other than bert-crf, and that model's row here:
+# Chen et al.'s VisualBERT rows against Exp 1.2, RpBERT's biLSTM-CRF + RpBERT against biLSTM-CRF + BERT
+OWN_BASELINE = {"visualbert-crf": "visualbert-crf-text", "rpbert-bilstm-soft": "bilstm-crf-bert"}
 # which committed table each row's run also appears in
 DOCS = {"bert-crf": "baselines", "bert-crf-caption": "chen", "visualbert-crf": "chen", "fusion-cm": "chen",
         "fusion-vam": "chen", "fusion-cam": "chen", "fusion-tam": "chen", "umt": "umt", "rpbert": "rpbert",
-        "rgcn": "rgcn"}
+        "rgcn": "rgcn", "visualbert-crf-text": "baselines", "bilstm-crf-bert": "baselines"}  # by row, else by model
 
 
 def post_counts(runs_dir: Path, run: str) -> np.ndarray:
@@ -54,13 +58,23 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
             groups: dict[str, list[dict]] = {}
             for r in section:
                 groups.setdefault(variant_of(r["run"]), []).append(r)
-            reference = {r["seed"]: r for r in groups.get(REFERENCE, [])}
             cache: dict[str, np.ndarray] = {}
 
             def counts_of(run: str) -> np.ndarray:
                 if run not in cache:
                     cache[run] = post_counts(runs_dir, run)
                 return cache[run]
+
+            def paired(rs: list[dict], base: str) -> dict | None:
+                """The rows' F1 against the `base` row's over the seeds both have (paired bootstrap)."""
+                reference = {r["seed"]: r for r in groups.get(base, [])}
+                shared = [r for r in rs if r["seed"] in reference]
+                if not shared:
+                    return None
+                bases = [counts_of(reference[r["seed"]]["run"]) for r in shared]
+                boot = Bootstrap(len(bases[0]), resamples=resamples, seed=seed)
+                return {**boot.compare_seeds(bases, [counts_of(r["run"]) for r in shared]),
+                        "seeds": [r["seed"] for r in shared]}
 
             rows = []
             for variant, rs in groups.items():
@@ -71,13 +85,13 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
                        "f1_std": round(statistics.stdev(f1s), 2) if len(f1s) > 1 else None,
                        "gold_entities": rs[0]["gold_entities"], "runs": [r["run"] for r in rs],
                        "precision": sorted({r.get("trainer_precision", "32-true") for r in rs}),
-                       "results": DOCS.get(rs[0]["model"])}
-                shared = [r for r in rs if r["seed"] in reference]
-                if variant != REFERENCE and shared:
-                    bases = [counts_of(reference[r["seed"]]["run"]) for r in shared]
-                    others = [counts_of(r["run"]) for r in shared]
-                    boot = Bootstrap(len(bases[0]), resamples=resamples, seed=seed)
-                    row["vs_reference"] = {**boot.compare_seeds(bases, others), "seeds": [r["seed"] for r in shared]}
+                       "results": DOCS.get(variant, DOCS.get(rs[0]["model"]))}
+                vs = paired(rs, REFERENCE) if variant != REFERENCE else None
+                if vs is not None:
+                    row["vs_reference"] = vs
+                own = paired(rs, OWN_BASELINE[variant]) if variant in OWN_BASELINE else None
+                if own is not None:
+                    row["vs_own_baseline"] = {**own, "baseline": OWN_BASELINE[variant]}
                 rows.append(row)
             rows.sort(key=lambda row: -row["f1"])
             sections.append({"dataset": ds, "encoder": enc, "reference": REFERENCE, "rows": rows,

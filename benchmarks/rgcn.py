@@ -34,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from compare import Benchmark, Reference, main, variant_of
+from baselines import variant_of
+from compare import Benchmark, Reference, main
 
 # the model config keys of the graph settings a row states (defaults: mmner.models.rgcn.RGCNParams)
 GRAPH_KEYS = ("inter", "intra", "neighbors", "threshold", "inter_threshold", "intra_threshold", "edge_weights",

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from baselines import collect
-from compare import _dataset, variant_of
+from baselines import collect, variant_of
+from compare import _dataset
 from leaderboard import REFERENCE, arguments, build, post_counts
 
 # The gain each paper reports for a system over its own text-only baseline, test F1 (Twitter-2015, -2017),
@@ -36,6 +36,8 @@ PAPER_DELTA: dict[str, dict[str, Any]] = {
     "umt": {"baseline": "BERT-CRF (Yu et al., Table 2)", "delta": (73.41 - 71.81, 85.31 - 83.44)},
     "rpbert-soft": {"baseline": "biLSTM-CRF + BERT (Sun et al., Table 4; the paper's G_s with TRC)",
                     "delta": (74.4 - 71.6, 87.4 - 85.1)},
+    "rpbert-bilstm-soft": {"baseline": "biLSTM-CRF + BERT (Sun et al., Table 4; the paper's G_s with TRC)",
+                           "delta": (74.4 - 71.6, 87.4 - 85.1)},
     "rgcn": {"baseline": "BERT-CRF (Zhao et al., slides)", "delta": (75.00 - 71.81, 87.11 - 83.44)},
 }
 DATASETS = ("twitter2015", "twitter2017")
@@ -55,7 +57,7 @@ def question_rows(sections: list[dict]) -> list[dict]:
         for row in sec["rows"]:
             if row["visual_source"] == "none" or row["system"] == REFERENCE:
                 continue
-            vs = row.get("vs_reference")
+            vs, own = row.get("vs_reference"), row.get("vs_own_baseline")
             paper, baseline = paper_delta(row["system"], sec["dataset"])
             rows.append({
                 "dataset": sec["dataset"], "encoder": sec["encoder"], "system": row["system"],
@@ -64,6 +66,8 @@ def question_rows(sections: list[dict]) -> list[dict]:
                 "p": vs["p_value"] if vs else None, "paired_seeds": vs["seeds"] if vs else [],
                 "distinguishable": bool(vs and (vs["ci_low"] > 0 or vs["ci_high"] < 0)),
                 "paper_delta": paper, "paper_baseline": baseline,
+                "own_baseline": own and {"system": own["baseline"], "delta": own["delta"], "ci": [own["ci_low"], own["ci_high"]],
+                                         "p": own["p_value"], "seeds": own["seeds"]},
             })
     return sorted(rows, key=lambda r: (r["encoder"], r["dataset"], -(r["delta"] if r["delta"] is not None else -99)))
 
@@ -154,7 +158,10 @@ def render(rows: list[dict], sources: list[dict], resamples: int, figure: Path |
         f"({resamples} resamples; the leaderboard's numbers). A gain is distinguishable from 0 when the interval",
         "excludes 0; with this many rows some p < 0.05 are expected by chance. Paper Δ: the gain the system's paper",
         "reports over its own text-only baseline (BERT-base, the paper's image features): at MiniLM-L6 size the",
-        "paper's absolute F1 is not comparable, its Δ is.",
+        "paper's absolute F1 is not comparable, its Δ is. Δ vs own baseline: where the paper's text-only baseline",
+        "is another model than BERT-CRF (Chen et al.'s VisualBERT rows: Exp 1.2; RpBERT's biLSTM-CRF + RpBERT:",
+        "biLSTM-CRF + BERT), the Δ against mmner's row of that model (`visualbert-crf-text`, `bilstm-crf-bert`),",
+        "paired by seed with its interval: the figure to set beside the paper's Δ.",
     ]
     if figure is not None:
         lines += ["", f"![Δ vs text-only bert-crf]({figure.name})"]
@@ -166,8 +173,8 @@ def render(rows: list[dict], sources: list[dict], resamples: int, figure: Path |
             if not part:
                 continue
             lines += ["", f"## {ds}, {enc}", "",
-                      "| system | visual | seeds | test F1 | Δ vs bert-crf | 95% interval | p | distinguishable from 0 | paper Δ | paper's baseline |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| system | visual | seeds | test F1 | Δ vs bert-crf | 95% interval | p | distinguishable from 0 | Δ vs own baseline [95%] | paper Δ | paper's baseline |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in part:
                 f1 = f"{r['f1']:.2f}" + (f" ± {r['f1_std']:.2f}" if r["f1_std"] is not None else "")
                 if r["delta"] is None:
@@ -178,8 +185,12 @@ def render(rows: list[dict], sources: list[dict], resamples: int, figure: Path |
                 verdict = ("yes, a gain" if r["distinguishable"] and r["delta"] > 0 else "yes, a loss"
                            if r["distinguishable"] else "no" if r["delta"] is not None else "–")
                 paper = f"{r['paper_delta']:+.2f}" if r["paper_delta"] is not None else "–"
+                own = r.get("own_baseline")
+                own_cell = (f"{own['delta']:+.2f} [{own['ci'][0]:+.2f}, {own['ci'][1]:+.2f}] vs `{own['system']}`"
+                            if own else "–")
                 lines.append(f"| `{r['system']}` | {r['visual']} | {', '.join(map(str, r['seeds']))} | {f1} | {delta} | "
-                             f"{interval} | {_p(r['p'], resamples)} | {verdict} | {paper} | {r['paper_baseline'] or '–'} |")
+                             f"{interval} | {_p(r['p'], resamples)} | {verdict} | {own_cell} | {paper} | "
+                             f"{r['paper_baseline'] or '–'} |")
     measured = [r for r in rows if r["delta"] is not None]
     if measured:
         gains = [r for r in measured if r["distinguishable"] and r["delta"] > 0]

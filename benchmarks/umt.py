@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import sys
 
-from compare import Benchmark, Reference, main, variant_of
+from baselines import variant_of
+from compare import Benchmark, Reference, main
 
 # config prefix -> its row in Yu et al. (Table 2 for bert-crf and UMT, Table 3 for the ablations)
 VARIANTS = {

@@ -133,6 +133,7 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
 # Visual sources each registry entry is trained with in the shared harness (text-only models: none).
 TINY_SOURCES = {
     "bert-crf-caption": ["caption"],
+    "bilstm-crf": ["none"],  # text only by default; the image at t = 0 is a variant (test_models.VARIANTS)
     "fusion-cam": ["caption"],
     "fusion-cm": ["caption"],
     "fusion-tam": ["caption"],

@@ -123,6 +123,34 @@ def test_baselines_table_keeps_text_only_baselines(bench, tmp_path):
     assert [r["run"] for r in records] == ["bert-crf-minilm-twitter2017-s13"]
 
 
+def test_baselines_table_has_the_papers_baselines_and_the_image_at_t0(bench, tmp_path):
+    """Chen et al.'s text-only VisualBERT, RpBERT's biLSTM-CRF + BERT and biLSTM-CRF w/ image at t = 0 are rows;
+    the last with its F1 minus biLSTM-CRF's (same vectors, paired by seed) and every row with its paper's F1."""
+    baselines, _, _ = bench
+    runs = tmp_path / "runs"
+    make_run(runs, "visualbert-crf-text-minilm-twitter2017-s13", "visualbert-crf", 13, 80.5)
+    make_run(runs, "bilstm-crf-bert-minilm-twitter2017-s13", "rpbert", 13, 79.0)
+    for seed, f1, f1_image in ((13, 60.0, 61.5), (21, 62.0, 62.5)):
+        make_run(runs, f"bilstm-crf-glove-twitter2017-s{seed}", "bilstm-crf", seed, f1)
+        make_run(runs, f"bilstm-crf-image-glove-twitter2017-s{seed}", "bilstm-crf", seed, f1_image, "caption")
+    make_run(runs, "bilstm-crf-image-glove-twitter2017-s42", "bilstm-crf", 42, 70.0, "caption")  # no pair
+    for run in runs.glob("bilstm-crf-*glove*"):
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["test"]["encoder"] = "glove-50d"
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "baselines.md"
+    baselines.table(runs, out)
+    lines = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    rows = {r["row"]: r for r in (dict(zip(header, (c.strip() for c in line.strip("|").split(" | ")))) for line in lines[1:])}
+    assert set(rows) == {"visualbert-crf-text", "bilstm-crf-bert", "bilstm-crf", "bilstm-crf-image"}
+    assert rows["bilstm-crf-image"]["Δ image"] == "+1.00 (2 seeds)"  # (61.5 - 60 + 62.5 - 62) / 2; seed 42 unpaired
+    assert rows["bilstm-crf-image"]["visual"] == "caption" and rows["bilstm-crf"]["Δ image"] == "–"
+    assert rows["bilstm-crf-image"]["paper F1"].startswith("80.6 (Sun et al. Table 4")
+    assert rows["bilstm-crf-bert"]["model"] == "rpbert" and rows["bilstm-crf-bert"]["paper F1"].startswith("85.1 ")
+    assert rows["visualbert-crf-text"]["paper F1"].startswith("83.9 (Chen et al. Exp 1.2")
+
+
 # -- the leaderboard: every system against bert-crf, with a paired bootstrap over test posts ------
 
 
@@ -184,11 +212,16 @@ def test_summary_answers_the_question_and_compares_caption_sources(bench, monkey
         make_scored_run(runs, f"umt-minilm-twitter2017-s{s}", "umt", s, gold, 0, "caption")  # every post right
         make_scored_run(runs, f"fusion-cm-minilm-twitter2017-s{s}", "fusion-cm", s, gold, 7, "caption")  # worse
         make_scored_run(runs / "owl", f"umt-minilm-twitter2017-s{s}", "umt", s, gold, 3, "caption")
+        make_scored_run(runs, f"visualbert-crf-text-minilm-twitter2017-s{s}", "visualbert-crf", s, gold, 6)
+        make_scored_run(runs, f"visualbert-crf-minilm-twitter2017-s{s}", "visualbert-crf", s, gold, 5, "caption")
     out = tmp_path / "summary.md"
     assert summary.main(["--runs-dir", str(runs), "--output", str(out), "--resamples", "300"]) == 0
     data = json.loads(out.with_suffix(".json").read_text())
     rows = {r["system"]: r for r in data["rows"]}
-    assert set(rows) == {"umt", "fusion-cm"}  # bert-crf is the reference, not a row
+    assert set(rows) == {"umt", "fusion-cm", "visualbert-crf"}  # text-only runs are no rows
+    own = rows["visualbert-crf"]["own_baseline"]  # the paper's own text-only baseline, Exp 1.2
+    assert own["system"] == "visualbert-crf-text" and own["delta"] > 0 and own["seeds"] == [13, 21]
+    assert rows["visualbert-crf"]["delta"] == pytest.approx(0, abs=0.01) and rows["umt"]["own_baseline"] is None
     assert rows["umt"]["delta"] > 0 and rows["umt"]["paper_delta"] == pytest.approx(1.87)
     assert rows["fusion-cm"]["delta"] < 0 and rows["fusion-cm"]["paper_delta"] == pytest.approx(0.96)
     for r in rows.values():

@@ -22,8 +22,25 @@ from mmner.train.run import train
 RUN_FILES = ["config.yaml", "labels.json", "model.safetensors", "metrics.json", "train_log.csv",
              "predictions/valid.conll", "predictions/test.conll"]
 SOURCES = {name: TINY_SOURCES.get(name, ["none"]) for name in registry.names()}
-CASES = [pytest.param(name, source, id=name if source == SOURCES[name][0] else f"{name}-{source}")
+# Baselines that are a registry model with other settings (the papers' variants): id -> (name, model keys, source)
+VARIANTS = {
+    "bilstm-crf-image-caption": ("bilstm-crf", {"image": True}, "caption"),  # RpBERT: "w/ image at t = 0"
+    "bilstm-crf-image-grid": ("bilstm-crf", {"image": True}, "grid"),
+    "visualbert-crf-text": ("visualbert-crf", {"image": False}, "none"),  # Chen et al. Exp 1.2
+    "rpbert-bilstm-text": ("rpbert", {"image": False, "propagate": False, "head": "bilstm-crf", "lstm_hidden": 16},
+                           "none"),  # RpBERT: "biLSTM-CRF + BERT"
+    "fusion-cm-no-chars": ("fusion-cm", {"chars": False}, "caption"),
+}
+CASES = [pytest.param(name, source, {}, id=name if source == SOURCES[name][0] else f"{name}-{source}")
          for name, sources in SOURCES.items() for source in sources]
+CASES += [pytest.param(name, source, keys, id=case) for case, (name, keys, source) in VARIANTS.items()]
+
+
+def model_params(tiny_model_params, name: str, keys: dict) -> dict:
+    params = {**tiny_model_params[name], **keys}
+    if keys.get("head") == "bilstm-crf":  # the head's word vectors: the tiny table
+        params["vectors"] = tiny_model_params["bilstm-crf"]["vectors"]
+    return params
 
 
 def test_every_model_has_tiny_params(tiny_model_params):
@@ -31,9 +48,10 @@ def test_every_model_has_tiny_params(tiny_model_params):
     assert {n for n in registry.names() if registry.get(n).uses_visual} == set(TINY_SOURCES)
 
 
-@pytest.mark.parametrize("name, source", CASES)
-def test_train_save_load_predict(name, source, tiny_model_params, tiny_visual, tiny_corpus, tmp_path):
-    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source]))
+@pytest.mark.parametrize("name, source, keys", CASES)
+def test_train_save_load_predict(name, source, keys, tiny_model_params, tiny_visual, tiny_corpus, tmp_path):
+    config = load_config(None, base=tiny_config(model_params(tiny_model_params, name, keys), tiny_corpus,
+                                                tiny_visual[source]))
     run_dir = tmp_path / "run"
     metrics = train(config, run_dir, quiet=True)
 
@@ -80,10 +98,10 @@ def test_train_save_load_predict(name, source, tiny_model_params, tiny_visual, t
         assert (tmp_path / "eval.attention.jsonl").read_text() == attention.read_text()
 
 
-@pytest.mark.parametrize("name, source", CASES)
-def test_model_learns_tiny_corpus(name, source, tiny_model_params, tiny_visual, tiny_corpus, tmp_path):
+@pytest.mark.parametrize("name, source, keys", CASES)
+def test_model_learns_tiny_corpus(name, source, keys, tiny_model_params, tiny_visual, tiny_corpus, tmp_path):
     """A few epochs on the templated corpus must reach a clearly non-trivial valid F1."""
-    config = load_config(None, base=tiny_config(tiny_model_params[name], tiny_corpus, tiny_visual[source],
-                                                max_epochs=12, patience=12))
+    config = load_config(None, base=tiny_config(model_params(tiny_model_params, name, keys), tiny_corpus,
+                                                tiny_visual[source], max_epochs=12, patience=12))
     metrics = train(config, tmp_path / "run", quiet=True)
     assert metrics["valid"]["f1"] > 50.0, metrics["valid"]

@@ -4,7 +4,8 @@ The text encoder gives one state per word (first sub-token, windows as in BERT-C
 regions are projected to the same width (`blocks.VisualRegions`: grid features, or caption regions
 encoded by the same encoder), and a head fuses the two per word before the emission layer:
 
-- `fusion-cm`, concatenation module: the pooled image vector concatenated to every word.
+- `fusion-cm`, concatenation module: per word, its state, its character vector (a char CNN, as the
+  paper's CM) and the pooled image vector, each projected to the same width and concatenated.
 - `fusion-vam`, visual attention module (Lu et al. 2018): a biLSTM over the words gives a text query
   that attends over the regions; a gated fusion per word decides how much of the attended image it
   takes (visual modulation gate). `query: token` lets every word be its own query instead.
@@ -20,6 +21,8 @@ a function of its text alone; padding regions are left out of every attention an
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -44,6 +47,10 @@ from mmner.models.blocks import (
 )
 from mmner.models.registry import register
 from mmner.tagging.vocab import LabelVocab
+from mmner.text.encoders import load_encoder, load_tokenizer, resolve_encoder
+from mmner.text.vectors import MAX_WORD_CHARS, PAD_ID, CharCNN, CharVocab
+
+VOCAB_FILE = "vocab.json"
 
 if TYPE_CHECKING:
     from mmner.vision.inputs import VisualInput, VisualInputs
@@ -51,6 +58,13 @@ if TYPE_CHECKING:
 
 class FusionParams(BertCRFParams, RegionParams):
     pass
+
+
+class CMParams(FusionParams):
+    # The character vector of 2.1 (a char CNN over the word, Lample et al.); false: [h_t ; v] only.
+    chars: bool = True
+    char_dim: int = Field(25, ge=1)
+    char_filters: int = Field(50, ge=1)
 
 
 class AttentionFusionParams(FusionParams):
@@ -97,16 +111,18 @@ class FusionTagger(BertCRF):
         return batch
 
     def fuse(self, words: torch.Tensor, word_mask: torch.Tensor, regions: torch.Tensor,
-             region_mask: torch.Tensor, record: AttentionRecord | None = None) -> torch.Tensor:
+             region_mask: torch.Tensor, record: AttentionRecord | None = None,
+             batch: dict[str, Any] | None = None) -> torch.Tensor:
         """words [B, W, H], regions [B, R, H] (masks [B, W], [B, R]) -> fused [B, W, fused_width]; a
-        head that attends over the regions puts its weights [B, W, R] in `record["word_region"]`."""
+        head that attends over the regions puts its weights [B, W, R] in `record["word_region"]`; `batch`
+        for a head that reads more of the post (fusion-cm's characters)."""
         raise NotImplementedError
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         words = self.dropout(self.word_states(batch))  # [B, W, H]
         regions, region_mask = self.visual(batch, self.encoder)  # [B, R, H], [B, R]
         record = batch.get("_record") if self.region_attention else None
-        fused = self.fuse(words, batch["word_mask"], self.dropout(regions), region_mask, record)
+        fused = self.fuse(words, batch["word_mask"], self.dropout(regions), region_mask, record, batch)
         if record is not None:
             record["region_mask"] = region_mask
         emissions = self.classifier(self.dropout(fused))  # [B, W, L]
@@ -132,15 +148,79 @@ class AdditiveAttention(nn.Module):
 
 @register("fusion-cm")
 class FusionCM(FusionTagger):
-    """Concatenation module: [h_t ; v] with v the mean of the projected regions (the global image
-    vector). The paper's CM also concatenates a character vector; a sub-word encoder has none."""
+    """Concatenation module (Chen et al. 2.1): word, character and image vectors of each word projected
+    to the same width and concatenated, [W_w h_t ; W_c c_t ; W_v v] -> 3H, with h_t the encoder state, c_t
+    the char-CNN vector of the word (`chars`) and v the mean of the projected regions (the global image
+    vector). With `chars: false`, [h_t ; v] (2H) as before the character vector was added.
+
+    Run artifact with `chars`: `vocab.json`, the character vocabulary of the training words."""
+
+    Params = CMParams
+    params: CMParams
+
+    def __init__(self, params: CMParams, labels: LabelVocab, encoder, tokenizer, chars: CharVocab | None = None) -> None:
+        super().__init__(params, labels, encoder, tokenizer)
+        h = self.hidden
+        if params.chars:
+            if chars is None:
+                raise ValueError("fusion-cm with chars needs a character vocabulary")
+            self.chars = chars
+            self.char_cnn = CharCNN(len(chars), params.char_dim, params.char_filters, dropout=params.dropout)
+            self.word_in = nn.Linear(h, h)  # W_w, W_c, W_v: the three vectors to one width
+            self.char_in = nn.Linear(params.char_filters, h)
+            self.image_in = nn.Linear(h, h)
 
     def fused_width(self) -> int:
-        return 2 * self.hidden
+        return (3 if self.params.chars else 2) * self.hidden
 
-    def fuse(self, words, word_mask, regions, region_mask, record=None):
-        image = masked_mean(regions, region_mask)  # [B, H]
-        return torch.cat([words, image.unsqueeze(1).expand_as(words)], dim=-1)  # [B, W, 2H]
+    @classmethod
+    def create(cls, params: CMParams, labels: LabelVocab, train_posts: list[Post]) -> "FusionCM":
+        path = resolve_encoder(params.encoder)
+        chars = CharVocab.build(t for post in train_posts for t in post.tokens) if params.chars else None
+        return cls(params, labels, load_encoder(path, pretrained=True), load_tokenizer(path), chars)
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        super().save_artifacts(run_dir)
+        if self.params.chars:
+            data = {"format": 1, "chars": self.chars.chars}
+            (Path(run_dir) / VOCAB_FILE).write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, params: CMParams, labels: LabelVocab, run_dir: Path) -> "FusionCM":
+        path = Path(run_dir) / "encoder"
+        chars = None
+        if params.chars:
+            vocab = Path(run_dir) / VOCAB_FILE
+            try:
+                chars = CharVocab(json.loads(vocab.read_text(encoding="utf-8"))["chars"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise MmnerError(f"{vocab}: not a readable fusion-cm character vocabulary ({exc})") from exc
+        return cls(params, labels, load_encoder(path, pretrained=False), load_tokenizer(path), chars)
+
+    def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
+        item = super().featurize(post, visual)
+        if self.params.chars:
+            item["char_ids"] = [self.chars.encode(t, MAX_WORD_CHARS) for t in post.tokens]
+        return item
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().collate(items)
+        if self.params.chars:
+            w = batch["word_mask"].shape[1]
+            c = max([1, *(len(ch) for item in items for ch in item["char_ids"])])
+            char_ids = torch.full((len(items), w, c), PAD_ID, dtype=torch.long)
+            for i, item in enumerate(items):
+                for j, ch in enumerate(item["char_ids"]):
+                    char_ids[i, j, : len(ch)] = torch.tensor(ch)
+            batch["char_ids"] = char_ids
+        return batch
+
+    def fuse(self, words, word_mask, regions, region_mask, record=None, batch=None):
+        image = masked_mean(regions, region_mask).unsqueeze(1).expand_as(words)  # [B, W, H]; 0 without image
+        if not self.params.chars:
+            return torch.cat([words, image], dim=-1)  # [B, W, 2H]
+        chars = self.dropout(self.char_cnn(batch["char_ids"]).to(words.dtype))  # [B, W, F]
+        return torch.cat([self.word_in(words), self.char_in(chars), self.image_in(image)], dim=-1)  # [B, W, 3H]
 
 
 @register("fusion-vam")
@@ -171,7 +251,7 @@ class FusionVAM(FusionTagger):
         _, (last, _) = self.query_lstm(packed)  # [2, B, H/2]
         return torch.cat([last[0], last[1]], dim=-1).unsqueeze(1)
 
-    def fuse(self, words, word_mask, regions, region_mask, record=None):
+    def fuse(self, words, word_mask, regions, region_mask, record=None, batch=None):
         query = self.sentence_query(words, word_mask) if self.params.query == "sentence" else words
         weights = self.attention(query, regions, region_mask)  # [B, 1 | W, R]
         if record is not None:  # a sentence query's attention is every word's
@@ -209,7 +289,7 @@ class FusionCAM(FusionTagger):
     def fused_width(self) -> int:
         return 2 * self.hidden
 
-    def fuse(self, words, word_mask, regions, region_mask, record=None):
+    def fuse(self, words, word_mask, regions, region_mask, record=None, batch=None):
         weights = self.visual_attention(words, regions, region_mask)  # [B, W, R], word-guided visual attention
         if record is not None:
             record["word_region"] = weights
@@ -240,7 +320,7 @@ class FusionTAM(FusionTagger):
         ffn = getattr(encoder.config, "intermediate_size", 4 * h)
         self.layers = nn.ModuleList(CrossAttentionLayer(h, heads, ffn, params.dropout) for _ in range(params.layers))
 
-    def fuse(self, words, word_mask, regions, region_mask, record=None):
+    def fuse(self, words, word_mask, regions, region_mask, record=None, batch=None):
         layers: list[torch.Tensor] | None = [] if record is not None else None
         for layer in self.layers:
             words = layer(words, regions, region_mask, layers)

@@ -25,8 +25,10 @@ Propagation (`propagation`), i.e. where r acts in pass 2:
 
 Heads (`head`): `crf` (linear + CRF over the first sub-token's state) or `bilstm-crf` (Table 4/5's
 "biLSTM-CRF + RpBERT": per word [word vector; char-CNN vector; RpBERT state] -> 2-layer biLSTM -> CRF,
-Lample et al.). The paper averages a word's sub-token states; here the first sub-token's state is used,
-as by every model of this package (DESIGN §6).
+Lample et al.), the word's RpBERT state the mean of its sub-tokens' as the paper says (`word_pooling`).
+
+`image: false` (with `visual.source: none`, `propagate: false`, no Task#1) is the encoder over the text
+alone: with the biLSTM-CRF head, Table 4's text-only "biLSTM-CRF + BERT" ([e_k; e_k^BERT]).
 
 Multitask training (Algorithm 1): with `trc.enabled`, every epoch first trains the relation classifier
 on the TRC corpus (Vempala & Preotiuc-Pietro 2019, `image_adds`; first `trc.train_rows` rows), then MNER,
@@ -51,7 +53,7 @@ from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import AuxiliaryTask, ModelParams
 from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
-from mmner.models.blocks import AttentionRecord, attention_rows, pool_words, resolve_region_params
+from mmner.models.blocks import AttentionRecord, attention_rows
 from mmner.models.registry import register
 from mmner.models.relation_labels import weak_relation
 from mmner.models.visualbert_crf import VisualBertCRF, VisualBertCRFParams
@@ -143,14 +145,14 @@ class RpBertParams(VisualBertCRFParams):
 class RpBert(VisualBertCRF):
     Params = RpBertParams
     params: RpBertParams
-    relation_score = True
 
     def __init__(self, params: RpBertParams, labels: LabelVocab, encoder, tokenizer,
                  words: WordVocab | None = None, chars: CharVocab | None = None,
                  table: VectorTable | None = None) -> None:
         super().__init__(params, labels, encoder, tokenizer)
         hidden = encoder.config.hidden_size
-        self.relation = nn.Linear(hidden, 2)  # Task#1: does the image add to the text?
+        if params.image:
+            self.relation = nn.Linear(hidden, 2)  # Task#1: does the image add to the text?
         self.register_buffer("progress", torch.zeros(()))  # fraction of training done (gumbel schedule)
         if params.head == "bilstm-crf":
             if words is None or chars is None:
@@ -166,10 +168,23 @@ class RpBert(VisualBertCRF):
             self.classifier = nn.Linear(2 * params.lstm_hidden, len(labels))
 
     # -- construction -------------------------------------------------------------------------
+    @property
+    def relation_score(self) -> bool:  # type: ignore[override]
+        return self.params.image
+
     @classmethod
     def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
-        params = resolve_region_params(params, visual)
+        params = super().resolve_params(params, visual)
         trc = params.trc  # type: ignore[attr-defined]
+        if not params.image:  # type: ignore[attr-defined]
+            # text only: "biLSTM-CRF + BERT" (Table 4) with head bilstm-crf; no image to relate or gate
+            if params.propagate:  # type: ignore[attr-defined]
+                raise MmnerError("model.propagate: rpbert with model.image: false has no image to gate; "
+                                 "set model.propagate: false")
+            if trc.enabled:
+                raise MmnerError("model.trc.enabled: rpbert with model.image: false has no image for Task#1; "
+                                 "set model.trc.enabled: false")
+            return params
         if trc.labels == "trc" and trc.visual == "masked" and (trc.captions or trc.images):
             given = "model.trc.captions" if trc.captions else "model.trc.images"
             raise MmnerError(f"{given}: set model.trc.visual: {'captions' if trc.captions else 'images'} to use it "
@@ -247,7 +262,7 @@ class RpBert(VisualBertCRF):
         if self.params.word_pooling == "mean":
             item["word_pieces"] = [len(p) for p in word_pieces(self.tokenizer, post.tokens, self.max_length - 2)]
         if self.params.head == "bilstm-crf":
-            item.update(BiLSTMCRF.featurize(self, post))  # type: ignore[arg-type]  # word / vector / char ids
+            item.update(BiLSTMCRF.text_features(self, post))  # type: ignore[arg-type]  # word / vector / char ids
         return item
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,7 +273,7 @@ class RpBert(VisualBertCRF):
                 pieces[b, : len(item["word_pieces"])] = torch.tensor(item["word_pieces"])
             batch["word_pieces"] = pieces
         if self.params.head == "bilstm-crf":
-            words = BiLSTMCRF.collate(self, items)  # type: ignore[arg-type]
+            words = BiLSTMCRF.collate_text(self, items)  # type: ignore[arg-type]
             batch.update({k: words[k] for k in ("word_ids", "vector_ids", "char_ids")})
         return batch
 
@@ -343,6 +358,9 @@ class RpBert(VisualBertCRF):
         """Both passes: word states [B, W, H] after relation propagation, the relation logits [B, 2]
         and the gate r [B]. Without propagation ("w/o Rp") r is 1: the visual tokens enter ungated, which
         is pass 1 itself, so its word states are the tagging states."""
+        if not self.params.image:  # text only ("biLSTM-CRF + BERT"): one pass, nothing gated
+            states = self.text_states(batch)
+            return states, states.new_zeros(states.shape[0], 2), states.new_ones(states.shape[0])
         regions = self.visual(batch, self.encoder)  # projected once, used by both passes
         batch = {**batch, "_regions": regions}
         if not self.params.propagate:
@@ -357,12 +375,6 @@ class RpBert(VisualBertCRF):
         else:
             states = self.word_states({**batch, "_gate": r})
         return states, logits, r
-
-    def text_states(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The words' states from the text alone (no visual tokens), pooled as `word_pooling` says."""
-        types = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **types).last_hidden_state
-        return pool_words(hidden.reshape(-1, hidden.shape[-1]), batch["gather"], batch.get("word_pieces"))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         states, logits, r = self.encode(batch)
@@ -381,6 +393,8 @@ class RpBert(VisualBertCRF):
         `score_relation`; None for a post without image, and for "w/o Rp" without Task#1, whose relation
         classifier never trains) and the region `attention` of the tagging pass (for `propagation: input`
         the gated pass: RpBERT's a_j^v and S_TV, eq. 10-11; for `output` the multimodal pass 1)."""
+        if not self.params.image:
+            return {"tags": self.decode(batch)}
         record = AttentionRecord()
         out = self.forward({**batch, "tags": None, "_record": record})
         tags = self.crf.decode(out["emissions"], out["word_mask"])

@@ -15,6 +15,11 @@ window's text keeps the full `max_length`.
 
 Regions: `grid` features of width `visual_dim`, or `caption` regions (the caption encoded by the same
 encoder, one region per caption token). A post without image has no visual tokens.
+
+`image: false` (with `visual.source: none`) is Chen et al.'s text-only VisualBERT + CRF (Exp 1.2): the
+same model with no visual tokens for any post, i.e. the encoder over the text alone, no visual
+parameters. Without vision-and-language pretraining (none is available offline) it differs from
+`bert-crf` only in what `rpbert` builds on it (the [CLS] relation pass, sub-token pooling).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 
 class VisualBertCRFParams(BertCRFParams, RegionParams):
     max_regions: int = Field(100, ge=1)  # size of the region-position table: most regions per post
+    image: bool = True  # false: the text-only model (Chen et al. Exp 1.2), visual.source: none
 
 
 @register("visualbert-crf")
@@ -55,10 +61,11 @@ class VisualBertCRF(BertCRF):
     Params = VisualBertCRFParams
     params: VisualBertCRFParams
     uses_visual = True
-    region_attention = True
 
     def __init__(self, params: VisualBertCRFParams, labels: LabelVocab, encoder, tokenizer) -> None:
         super().__init__(params, labels, encoder, tokenizer)
+        if not params.image:
+            return
         hidden = encoder.config.hidden_size
         self.region_dim = params.visual_dim or hidden
         self.visual = VisualRegions(self.region_dim, hidden)
@@ -72,11 +79,24 @@ class VisualBertCRF(BertCRF):
         self.first_position = pad + 1 if pad is not None else 0
         self.segmented = "token_type_ids" in tokenizer.model_input_names
 
+    @property
+    def region_attention(self) -> bool:  # type: ignore[override]
+        return self.params.image
+
     @classmethod
     def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
-        return resolve_region_params(params, visual)
+        if getattr(params, "image", True):
+            return resolve_region_params(params, visual)
+        if visual.source != "none":
+            raise MmnerError(f"visual.source: {params.name} with model.image: false is the text-only model and would "
+                             f"ignore {visual.source!r} input; set visual.source: none (or model.image: true)")
+        if getattr(params, "visual_dim", None) is not None:
+            raise MmnerError(f"model.visual_dim: {params.name} with model.image: false takes no regions; leave it unset")
+        return params
 
     def featurize(self, post: Post, visual: VisualInput | None = None) -> dict[str, Any]:
+        if not self.params.image:
+            return super().featurize(post)
         framing = len(self.special.prefix) + len(self.special.suffix)  # a caption is encoded on its own
         limit = min(self.params.caption_tokens, self.params.max_regions, self.max_length - framing)
         item = {**super().featurize(post), **featurize_visual(post, visual, self.tokenizer, self.region_dim, limit)}
@@ -87,7 +107,8 @@ class VisualBertCRF(BertCRF):
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().collate(items)
-        batch.update(collate_visual(items, self.region_dim, self.special, self.tokenizer.pad_token_id or 0))
+        if self.params.image:
+            batch.update(collate_visual(items, self.region_dim, self.special, self.tokenizer.pad_token_id or 0))
         owner = [b for b, item in enumerate(items) for _ in item["windows"]]
         batch["window_post"] = torch.tensor(owner, dtype=torch.long)  # [N_windows]
         return batch
@@ -98,7 +119,16 @@ class VisualBertCRF(BertCRF):
         slots = torch.arange(regions.shape[1], device=regions.device)
         return regions + self.visual_type + self.visual_position(slots), mask
 
+    def text_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The words' states from the text alone (no visual tokens): the first sub-token's, or with
+        `word_pieces` the mean of the word's sub-tokens'. [B, W, H]"""
+        types = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **types).last_hidden_state
+        return pool_words(hidden.reshape(-1, hidden.shape[-1]), batch["gather"], batch.get("word_pieces"))
+
     def word_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        if not self.params.image:
+            return self.text_states(batch)
         ids, text_mask = batch["input_ids"], batch["attention_mask"].bool()  # [N, T]
         visual, post_mask = self.visual_tokens(batch)  # [B, R, H], [B, R]
         visual, visual_mask = visual[batch["window_post"]], post_mask[batch["window_post"]]  # [N, R, H], [N, R]
