@@ -119,6 +119,8 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
             "name": "bilstm-crf", "vectors": str(tiny_vectors), "hidden": 32, "char_filters": 8, "layers": 2,
             "dropout": 0.1,
         },
+        "ctx-crf": {"name": "ctx-crf", **bert, "caption_tokens": 8, "neighbors": 2, "context_tokens": 6,
+                    "context_labels": True, "agreement": 0.5},
         "fusion-cam": {"name": "fusion-cam", **bert, "attention_dim": 16},
         "fusion-cm": {"name": "fusion-cm", **bert},
         "fusion-tam": {"name": "fusion-tam", **bert, "layers": 1, "heads": 2},
@@ -133,6 +135,7 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
 # Visual sources each registry entry is trained with in the shared harness (text-only models: none).
 TINY_SOURCES = {
     "bert-crf-caption": ["caption"],
+    "ctx-crf": ["caption"],
     "bilstm-crf": ["none"],  # text only by default; the image at t = 0 is a variant (test_models.VARIANTS)
     "fusion-cam": ["caption"],
     "fusion-cm": ["caption"],

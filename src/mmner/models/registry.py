@@ -17,6 +17,7 @@ _BUILTIN = {
     "bert-crf": "mmner.models.bert_crf",
     "bert-crf-caption": "mmner.models.bert_crf_caption",
     "bilstm-crf": "mmner.models.bilstm_crf",
+    "ctx-crf": "mmner.models.context_crf",
     "fusion-cam": "mmner.models.fusion",
     "fusion-cm": "mmner.models.fusion",
     "fusion-tam": "mmner.models.fusion",
