@@ -33,7 +33,8 @@ OWN_BASELINE = {"visualbert-crf": "visualbert-crf-text", "rpbert-bilstm-soft": "
 # which committed table each row's run also appears in
 DOCS = {"bert-crf": "baselines", "bert-crf-caption": "chen", "visualbert-crf": "chen", "fusion-cm": "chen",
         "fusion-vam": "chen", "fusion-cam": "chen", "fusion-tam": "chen", "umt": "umt", "rpbert": "rpbert",
-        "rgcn": "rgcn", "visualbert-crf-text": "baselines", "bilstm-crf-bert": "baselines"}  # by row, else by model
+        "rgcn": "rgcn", "visualbert-crf-text": "baselines", "bilstm-crf-bert": "baselines",
+        "ctx-crf": "best"}  # by row, else by model
 
 
 def post_counts(runs_dir: Path, run: str) -> np.ndarray:
