@@ -90,7 +90,12 @@ class BiLSTMCRFParams(ModelParams):
 class BiLSTMCRF(Tagger):
     Params = BiLSTMCRFParams
     params: BiLSTMCRFParams
-    uses_visual = True  # only with `image: true` (`resolve_params` refuses a visual source otherwise)
+
+    @property
+    def uses_visual(self) -> bool:  # type: ignore[override]
+        """Only with `image: true` (`resolve_params` refuses a visual source otherwise); the class-level
+        value is truthy, so `train` leaves the check to `resolve_params`."""
+        return self.params.image
 
     def __init__(
         self,
