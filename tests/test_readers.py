@@ -329,6 +329,7 @@ def test_read_trc(tmp_path: Path) -> None:
         ('"tweet_id","tweet"\n"1","x"\n', 1, "header lacks"),
         (TRC_HEADER + '"1","9","ok","1","0","0","0","1","0"\n"2","9","x","2","0","0","0","1","0"\n', 3, "0 or 1"),
         (TRC_HEADER + '"1","9","ok","1","0"\n', 2, "fields"),
+        (TRC_HEADER + '"1","9","ok","1","0","0","0","1","0"\n"7","9"," ","1","0","0","0","1","0"\n', 3, "tweet 7 has no text"),
         ("", 1, "empty file"),
     ],
 )

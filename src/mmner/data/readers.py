@@ -618,6 +618,8 @@ def read_trc(path: str | Path) -> list[TrcRecord]:
             tweet_id = row[idx["tweet_id"]].strip()
             if not tweet_id:
                 raise at(p, lineno, "empty tweet_id")
+            if not row[idx["tweet"]].strip():
+                raise at(p, lineno, f"tweet {tweet_id} has no text")
             out.append(TrcRecord(tweet_id, row[idx["tweet"]], labels["text_is_represented"], labels["image_adds"]))
     except csv.Error as e:
         raise at(p, reader.line_num, f"malformed csv: {e}") from None

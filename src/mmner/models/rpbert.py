@@ -511,7 +511,7 @@ def trc_posts(trc: TrcParams, config: Config, rows: Literal["train", "test"] = "
     """The TRC tweets as posts (image id = tweet id) and their `image_adds` labels: the first
     `trc.train_rows` rows (`train`) or the rest (`test`, the paper's held-out split)."""
     from mmner.data import datadir
-    from mmner.data.readers import read_trc, tokenize
+    from mmner.data.readers import read_trc, tokenize_post
 
     path = Path(trc.data).expanduser()
     if not path.exists():
@@ -527,7 +527,10 @@ def trc_posts(trc: TrcParams, config: Config, rows: Literal["train", "test"] = "
         if folder is not None:
             found = [folder / f"{rec.tweet_id}{s}" for s in (".jpg", ".jpeg", ".png") if (folder / f"{rec.tweet_id}{s}").is_file()]
             image = str(found[0] if found else folder / f"{rec.tweet_id}.jpg")
-        posts.append(Post(f"trc-{rec.tweet_id}", tokenize(rec.text) or ["."], image_id=rec.tweet_id, image_path=image))
+        tokens = tokenize_post(rec.text)  # raw tweets, read as new posts are (emoji sequences stay one token)
+        if not tokens:
+            raise MmnerError(f"{path}: tweet {rec.tweet_id} has no text to relate to its image")
+        posts.append(Post(f"trc-{rec.tweet_id}", tokens, image_id=rec.tweet_id, image_path=image))
     return posts, [rec.image_adds for rec in records]
 
 
