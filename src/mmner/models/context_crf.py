@@ -199,14 +199,14 @@ class ContextCRF(BertCRFCaption):
         if k == 0 or not len(self.keys):
             return []
         key = post_key(post.tokens)
-        if key not in self._queries:
-            self._queries[key] = self.embed([post])[0]
-        sims = self.keys @ self._queries[key]  # [N]
         if self._rows is None:
             self._rows = {}
             for row, words in enumerate(self.index_keys):
                 self._rows.setdefault(words, []).append(row)
         same = self._rows.get(key, [])
+        if key not in self._queries:  # an indexed post's words were embedded when the index was built
+            self._queries[key] = self.keys[same[0]] if same else self.embed([post])[0]
+        sims = self.keys @ self._queries[key]  # [N]
         if same:
             sims = sims.clone()
             sims[same] = float("-inf")
