@@ -220,9 +220,12 @@ class TaggerModule(L.LightningModule):
         gold = [self.valid_gold[i] for i in sorted(by_index)]
         pred = [self.model.labels.decode(by_index[i]) for i in sorted(by_index)]
         result = score(gold, pred)
-        self.log("valid_f1", result["f1"], prog_bar=True)
-        self.log("valid_precision", result["precision"])
-        self.log("valid_recall", result["recall"])
+        # every rank scored the same gathered predictions: the mean over ranks is that value (and
+        # Lightning does not warn that epoch-level values are unsynchronised)
+        sync = self.trainer.world_size > 1
+        self.log("valid_f1", result["f1"], prog_bar=True, sync_dist=sync)
+        self.log("valid_precision", result["precision"], sync_dist=sync)
+        self.log("valid_recall", result["recall"], sync_dist=sync)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             # One line per epoch, readable in log files where progress bars are not drawn.
             seconds = time.perf_counter() - self._epoch_start
