@@ -8,12 +8,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional, get_args, get_origin
+from typing import TYPE_CHECKING, List, Optional, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from mmner.errors import Interrupted, MmnerError
+
+if TYPE_CHECKING:
+    from mmner.ray_engine import RayOptions
+
 
 def _plain_metavars(params: list) -> list:
     """Help screens name what to type, not Python types (typer shows `<bool>`, `<list[str]>`, `<path>`):
@@ -138,29 +142,72 @@ def evaluate(
         _print_score(result, f"{result['model']} ({result['encoder']}) on {data}:")
 
 
+# Options of `--engine ray`, shared by `predict` and `features extract`.
+_ADDRESS = typer.Option(None, "--address", help="--engine ray: join this running Ray cluster (auto, HOST:6379, "
+                        "ray://HOST:10001); default: start a local one (or join RAY_ADDRESS when set).")
+_WORKERS = typer.Option(None, "--workers", help="--engine ray: Ray actors, each loading the model once (default: "
+                        "as many as the cluster's CPUs hold, or its GPUs with --gpus-per-worker).")
+_CPUS_PER_WORKER = typer.Option(None, "--cpus-per-worker", help="--engine ray: CPUs per worker, also its torch "
+                                "threads (default 1).")
+
+
+def _ray_options(engine: str, address: Optional[str], workers: Optional[int], cpus_per_worker: Optional[float],
+                 gpus_per_worker: Optional[float], quiet: bool) -> "RayOptions | None":
+    """The `RayOptions` of `--engine ray`, None for `--engine local` (which takes none of them)."""
+    if engine not in ("local", "ray"):
+        raise MmnerError(f"--engine {engine}: choose local or ray")
+    given = [name for name, value in (("--address", address), ("--workers", workers),
+                                      ("--cpus-per-worker", cpus_per_worker), ("--gpus-per-worker", gpus_per_worker))
+             if value is not None]
+    if engine == "local":
+        if given:
+            raise MmnerError(f"{', '.join(given)}: only with --engine ray")
+        return None
+    from mmner.ray_engine import RayOptions
+
+    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker, progress=not quiet,
+                      cpus_per_worker=1.0 if cpus_per_worker is None else cpus_per_worker)
+
+
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mmner train`."),
-    input: Path = typer.Option(..., "--input", "-i", help="Posts: JSON lines, a RiTUAL texts.json or a CoNLL file."),
-    output: Path = typer.Option(..., "--output", "-o", help="JSON lines with tokens, tags and entities."),
+    input: Path = typer.Option(..., "--input", "-i", help="Posts: JSON lines, a RiTUAL texts.json or a CoNLL file "
+                               "(--engine ray: JSON lines, or a folder or a quoted glob pattern of .jsonl files)."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSON lines with tokens, tags and entities (for a folder "
+                                "or pattern of inputs: a folder, one output per input)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted --output: skip the posts it holds, append."),
     errors: Optional[Path] = typer.Option(None, "--errors", help="Where failed posts go (default: <output>.errors.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="local: in this process; ray: on a Ray cluster (Ray Data, "
+                               "one model per worker; needs pip install mmner\\[ray])."),
+    address: Optional[str] = _ADDRESS,
+    workers: Optional[int] = _WORKERS,
+    cpus_per_worker: Optional[float] = _CPUS_PER_WORKER,
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="--engine ray: GPUs per worker, "
+                                                    "a fraction shares one (default 0: the model runs on CPUs)."),
 ) -> None:
     """Tag new posts (with their images or captions), batched, streaming and resumable.
 
     A post that cannot be tagged is reported with its line number, written to the errors file and
     skipped; the others are tagged. Exit code 2 when any post failed.
     """
-    from mmner.api import Tagger
-    from mmner.predict import predict_file
+    options = _ray_options(engine, address, workers, cpus_per_worker, gpus_per_worker, quiet)
+    if options is not None:
+        from mmner.ray_engine import predict_ray
 
-    if not input.exists():
-        raise MmnerError(f"{input}: no such file or folder")
-    tagger = Tagger.load(run_dir, batch_size=batch_size)
-    summary = predict_file(tagger, input, output, batch_size=batch_size, resume=resume, progress=not quiet,
-                           errors=errors)
+        summary = predict_ray(run_dir, input, output, batch_size=batch_size, resume=resume, errors=errors,
+                              options=options)
+    else:
+        from mmner.api import Tagger
+        from mmner.predict import predict_file
+
+        if not input.exists():
+            raise MmnerError(f"{input}: no such file or folder")
+        tagger = Tagger.load(run_dir, batch_size=batch_size)
+        summary = predict_file(tagger, input, output, batch_size=batch_size, resume=resume, progress=not quiet,
+                               errors=errors)
     typer.echo(summary.line())
     if summary.failed:
         raise MmnerError(f"{summary.failed} of {summary.failed + summary.tagged} posts failed, the first at "
@@ -277,14 +324,28 @@ def features_extract(
     dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16 or float32."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Encode at most N new images this run."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="local: in this process; ray: the encoding on a Ray cluster's "
+                               "workers (Ray Data), the cache written by this process; needs pip install mmner\\[ray]."),
+    address: Optional[str] = _ADDRESS,
+    workers: Optional[int] = _WORKERS,
+    cpus_per_worker: Optional[float] = _CPUS_PER_WORKER,
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="--engine ray: GPUs per worker, "
+                                                    "a fraction shares one (default: 1 with --device cuda, else 0)."),
 ) -> None:
     """Compute grid features for every image in a folder into an on-disk cache, skipping cached ones."""
-    from mmner.vision.cache import extract_features
+    options = _ray_options(engine, address, workers, cpus_per_worker, gpus_per_worker, quiet)
+    if options is not None:
+        from mmner.ray_engine import extract_features_ray
 
-    summary = extract_features(
-        images, encoder, output, weights=weights, batch_size=batch_size, dtype=dtype, device=device,
-        limit=limit, progress=not quiet,
-    )
+        summary = extract_features_ray(images, encoder, output, weights=weights, batch_size=batch_size, dtype=dtype,
+                                       device=device, limit=limit, options=options)
+    else:
+        from mmner.vision.cache import extract_features
+
+        summary = extract_features(
+            images, encoder, output, weights=weights, batch_size=batch_size, dtype=dtype, device=device,
+            limit=limit, progress=not quiet,
+        )
     typer.echo(summary.line())
     if summary.skipped:
         typer.echo(f"skipped files and reasons: {summary.skipped_file}")

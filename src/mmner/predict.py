@@ -11,6 +11,8 @@
   is cut off), skips that many of the input posts that had not failed before (failed ones are known
   by their line numbers in the errors file), and appends. Output order is input order, so the count
   is enough to know which posts are done.
+
+`--engine ray` (`mmner.ray_engine`) writes the same files from Ray workers, with the functions below.
 """
 
 from __future__ import annotations
@@ -145,32 +147,50 @@ def _strip_location(message: str, path: Path, line: int | None) -> str:
     return message[len(prefix):] if line is not None and message.startswith(prefix) else message
 
 
-def _jsonl_items(path: Path) -> Iterator[tuple[int, Post | Failure]]:
-    """(line number, post or failure) for each non-blank line, one line at a time."""
+def parse_line(raw: bytes, path: Path, lineno: int) -> Post | Failure | None:
+    """The post on one JSON-lines input line, or why it is not one; None for a blank line. `path` is
+    the input as named on the command line: relative images resolve against its folder."""
     from mmner.data.readers import _post_from_json  # the one JSON-lines post parser (DESIGN §1)
 
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        return None
+    obj: Any = None
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+        return _post_from_json(obj, path, lineno)
+    except UnicodeDecodeError as exc:
+        return Failure(lineno, None, f"not valid UTF-8 ({exc.reason})")
+    except json.JSONDecodeError as exc:
+        return Failure(lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    except MmnerError as exc:
+        pid = obj.get("id") if isinstance(obj, dict) else None
+        return Failure(lineno, None if pid is None else str(pid), _strip_location(str(exc), path, lineno))
+
+
+def _jsonl_items(path: Path) -> Iterator[tuple[int, Post | Failure]]:
+    """(line number, post or failure) for each non-blank line, one line at a time."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            obj: Any = None
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-                yield lineno, _post_from_json(obj, path, lineno)
-            except UnicodeDecodeError as exc:
-                yield lineno, Failure(lineno, None, f"not valid UTF-8 ({exc.reason})")
-            except json.JSONDecodeError as exc:
-                yield lineno, Failure(lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            except MmnerError as exc:
-                pid = obj.get("id") if isinstance(obj, dict) else None
-                yield lineno, Failure(lineno, None if pid is None else str(pid), _strip_location(str(exc), path, lineno))
+            item = parse_line(raw, path, lineno)
+            if item is not None:
+                yield lineno, item
+
+
+def failure_message(exc: BaseException) -> str:
+    """The errors-file message of a post the model could not tag."""
+    return str(exc) if isinstance(exc, MmnerError) else f"{type(exc).__name__}: {exc}"
+
+
+def is_jsonl(path: Path) -> bool:
+    """Whether `predict` reads `path` as JSON lines (streamed, bad lines reported) rather than a dataset."""
+    return path.suffix.lower() == ".jsonl" or (path.suffix.lower() == ".json" and path.name != "texts.json")
 
 
 def _items(path: Path) -> Iterator[tuple[int, Post | Failure]]:
     """Posts of any input format with the line each starts on (JSON lines: streamed)."""
-    if path.suffix.lower() == ".jsonl" or (path.suffix.lower() == ".json" and path.name != "texts.json"):
+    if is_jsonl(path):
         yield from _jsonl_items(path)
         return
     from mmner.data.readers import read_posts
@@ -187,6 +207,25 @@ def count_posts(path: Path) -> int | None:
         return sum(1 for raw in fh if raw.strip())
 
 
+def resume_state(out_path: Path, err_path: Path, resume: bool) -> tuple[int, set[int]]:
+    """Ready an output for writing: (posts it already holds, input lines that failed before). With
+    `resume`, a half-written last line of either file is cut off; without it the errors file goes
+    (a stale one would make a later --resume skip posts)."""
+    skip_ok, failed_before = 0, set()
+    if resume and out_path.exists():
+        _cut_partial_line(out_path)
+        skip_ok = _count_lines(out_path)
+        if err_path.exists():
+            _cut_partial_line(err_path)
+            failed_before = _failed_lines(err_path)
+    else:
+        if resume:
+            log.info("%s: no output to resume, starting from the first post", out_path)
+        err_path.unlink(missing_ok=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return skip_ok, failed_before
+
+
 def predict_file(tagger: Tagger, input: str | Path, output: str | Path, *, batch_size: int = 32,
                  resume: bool = False, progress: bool = True, errors: str | Path | None = None) -> PredictSummary:
     """Tag every post of `input` into `output` (JSON lines); see the module docstring."""
@@ -197,19 +236,8 @@ def predict_file(tagger: Tagger, input: str | Path, output: str | Path, *, batch
         raise MmnerError(f"{src}: no such file or folder")
     err_path = Path(errors) if errors is not None else errors_path(out_path)
     summary = PredictSummary(out_path, err_path)
-    skip_ok, failed_before = 0, set()
-    if resume and out_path.exists():
-        _cut_partial_line(out_path)
-        skip_ok = _count_lines(out_path)
-        if err_path.exists():
-            _cut_partial_line(err_path)
-            failed_before = _failed_lines(err_path)
-        summary.resumed, summary.resumed_failed = skip_ok, len(failed_before)
-    else:
-        if resume:
-            log.info("%s: no output to resume, starting from the first post", out_path)
-        err_path.unlink(missing_ok=True)  # a stale errors file would make a later --resume skip posts
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    skip_ok, failed_before = resume_state(out_path, err_path, resume)
+    summary.resumed, summary.resumed_failed = skip_ok, len(failed_before)
     total = count_posts(src)
     with open(out_path, "a" if resume else "w", encoding="utf-8") as out, tqdm(
         total=total, initial=skip_ok + len(failed_before), desc="tagging", unit="post", disable=not progress,
@@ -222,8 +250,7 @@ def predict_file(tagger: Tagger, input: str | Path, output: str | Path, *, batch
             results = tagger.try_tag_posts([post for _, post in batch])
             for (lineno, post), result in zip(batch, results):
                 if isinstance(result, Exception):
-                    message = str(result) if isinstance(result, MmnerError) else f"{type(result).__name__}: {result}"
-                    errs.add(Failure(lineno, post.id, message))
+                    errs.add(Failure(lineno, post.id, failure_message(result)))
                 else:
                     out.write(json.dumps(result, ensure_ascii=False) + "\n")
                     summary.tagged += 1

@@ -123,13 +123,19 @@ def score_posts(posts: list[Post], pred: list[list[str]], mode: str = "conlleval
     return score([p.tags for p in posts], pred, mode)  # type: ignore[misc]
 
 
-def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[Config, Tagger]:
-    """The config and the trained model of a run directory, ready for inference."""
+def read_run_config(run_dir: str | Path) -> Config:
+    """The config of a finished run directory (one that `load_run` can load), without the model."""
     run_dir = Path(run_dir)
     for name in ("config.yaml", "labels.json", "model.safetensors"):
         if not (run_dir / name).is_file():
             raise MmnerError(f"{run_dir}: not a finished run directory (no {name})")
-    config = load_config(run_dir / "config.yaml")
+    return load_config(run_dir / "config.yaml")
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[Config, Tagger]:
+    """The config and the trained model of a run directory, ready for inference."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
     params = config.model_params()
     labels = LabelVocab.load(run_dir / "labels.json")
     model = registry.get(params.name).load(params, labels, run_dir)

@@ -256,6 +256,59 @@ class ExtractSummary:
         )
 
 
+def check_output(output: str | Path) -> None:
+    """Refuse a cache path that is a file, before any encoder is loaded."""
+    if Path(output).exists() and not Path(output).is_dir():
+        raise MmnerError(f"{output}: exists and is not a folder (--output names the cache folder)")
+
+
+def plan_extraction(root: Path, files: list[Path], cache: FeatureCache, summary: ExtractSummary,
+                    limit: int | None) -> list[tuple[str, Path]]:
+    """(image id, file) of the images to encode: not cached yet, at most `limit`; files whose id another
+    file already has are recorded as skipped, cached ones counted."""
+    cache.remove_stale_temporaries()
+    todo: list[tuple[str, Path]] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        image_id = image_id_for(path, root)
+        rel = path.relative_to(root).as_posix()
+        if image_id in seen:
+            reason = f"duplicate image id {image_id!r} (also {seen[image_id].relative_to(root).as_posix()})"
+            summary.skipped.append((rel, reason))
+            log.warning("skipped %s: %s", path, reason)
+            continue
+        seen[image_id] = path
+        if image_id in cache:
+            summary.cached += 1
+        else:
+            todo.append((image_id, path))
+    if limit is not None:
+        todo = todo[: max(0, limit)]
+    return todo
+
+
+def unreadable_reason(exc: MmnerError, path: Path) -> str:
+    """Why an image could not be read, without the path that `load_image` puts first."""
+    reason, prefix = str(exc), f"{path}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+def skip_unreadable(summary: ExtractSummary, root: Path, path: Path, reason: str) -> None:
+    summary.skipped.append((path.relative_to(root).as_posix(), reason))
+    log.warning("skipped %s: %s", path, reason)
+
+
+def finish_extraction(output: str | Path, summary: ExtractSummary) -> None:
+    """Write `skipped.txt` (this run's skipped files) and measure the cache."""
+    skipped_file = Path(output) / SKIPPED_FILE
+    Path(output).mkdir(parents=True, exist_ok=True)
+    tmp = skipped_file.with_name(f".{SKIPPED_FILE}.tmp{os.getpid()}")
+    tmp.write_text("".join(f"{rel}\t{reason}\n" for rel, reason in summary.skipped), encoding="utf-8")
+    os.replace(tmp, skipped_file)
+    summary.skipped_file = str(skipped_file)
+    summary.cache_bytes = _disk_size(Path(output))
+
+
 def _prepare(path: Path, encoder: GridEncoder) -> torch.Tensor:
     return encoder.preprocess(load_image(path))
 
@@ -284,30 +337,11 @@ def extract_features(
         raise MmnerError(f"--batch-size {batch_size}: must be at least 1")
     root = Path(images)
     files = iter_image_files(root)
-    if Path(output).exists() and not Path(output).is_dir():
-        raise MmnerError(f"{output}: exists and is not a folder (--output names the cache folder)")
+    check_output(output)
     enc = encoder if isinstance(encoder, GridEncoder) else build_encoder(encoder, weights, device)
     cache = FeatureCache(output, enc.identity, dtype)
-    cache.remove_stale_temporaries()
     summary = ExtractSummary(cache_folder=str(cache.folder))
-
-    todo: list[tuple[str, Path]] = []
-    seen: dict[str, Path] = {}
-    for path in files:
-        image_id = image_id_for(path, root)
-        rel = path.relative_to(root).as_posix()
-        if image_id in seen:
-            reason = f"duplicate image id {image_id!r} (also {seen[image_id].relative_to(root).as_posix()})"
-            summary.skipped.append((rel, reason))
-            log.warning("skipped %s: %s", path, reason)
-            continue
-        seen[image_id] = path
-        if image_id in cache:
-            summary.cached += 1
-        else:
-            todo.append((image_id, path))
-    if limit is not None:
-        todo = todo[: max(0, limit)]
+    todo = plan_extraction(root, files, cache, summary, limit)
 
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -351,12 +385,7 @@ def extract_features(
                 try:
                     pixels = fut.result()
                 except MmnerError as exc:
-                    reason = str(exc)
-                    prefix = f"{path}: "
-                    reason = reason[len(prefix):] if reason.startswith(prefix) else reason
-                    rel = path.relative_to(root).as_posix()
-                    summary.skipped.append((rel, reason))
-                    log.warning("skipped %s: %s", path, reason)
+                    skip_unreadable(summary, root, path, unreadable_reason(exc, path))
                     bar.update(1)
                     continue
                 batch_ids.append(image_id)
@@ -370,11 +399,5 @@ def extract_features(
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
             summary.seconds = time.perf_counter() - start
-            skipped_file = Path(output) / SKIPPED_FILE
-            Path(output).mkdir(parents=True, exist_ok=True)
-            tmp = skipped_file.with_name(f".{SKIPPED_FILE}.tmp{os.getpid()}")
-            tmp.write_text("".join(f"{rel}\t{reason}\n" for rel, reason in summary.skipped), encoding="utf-8")
-            os.replace(tmp, skipped_file)
-            summary.skipped_file = str(skipped_file)
-            summary.cache_bytes = _disk_size(Path(output))
+            finish_extraction(output, summary)
     return summary
