@@ -34,7 +34,7 @@ from mmner.data.post import Post
 from mmner.data.readers import tokenize
 from mmner.errors import MmnerError
 from mmner.models.base import ModelParams, Tagger
-from mmner.models.blocks import pad_tags, resolve_region_params
+from mmner.models.blocks import checked_regions, pad_tags, resolve_region_params
 from mmner.models.registry import register
 from mmner.tagging.crf import CRFHead
 from mmner.tagging.vocab import LabelVocab
@@ -206,12 +206,7 @@ class BiLSTMCRF(Tagger):
         if visual is None or visual.masked:
             return None
         if visual.regions is not None:
-            dim = self.params.visual_dim
-            if visual.regions.dim() != 2 or visual.regions.shape[-1] != dim:
-                raise MmnerError(f"post {post.id}: visual regions of shape {tuple(visual.regions.shape)}, but the "
-                                 f"model takes [R, {dim}] (model.visual_dim); use the grid encoder the run was "
-                                 "trained with")
-            return {"regions": visual.regions.float().mean(0)}
+            return {"regions": checked_regions(post, visual.regions, self.params.visual_dim).float().mean(0)}  # type: ignore[arg-type]
         if visual.caption is not None:
             words = tokenize(visual.caption)[: self.params.caption_tokens]
             return word_features(self.words, self.table, words) if words else None

@@ -10,6 +10,7 @@ region; an all-False row is a post without image, see `mmner.vision.inputs`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -75,6 +76,23 @@ def resolve_region_params(params: P, visual: VisualInputs) -> P:
     return params.model_copy(update={"visual_dim": visual.dim})
 
 
+def checked_regions(post: Post, regions: torch.Tensor, region_dim: int) -> torch.Tensor:
+    """A post's grid regions [R, D], refused when D is not the width the model was built for."""
+    if regions.dim() != 2 or regions.shape[-1] != region_dim:
+        raise MmnerError(f"post {post.id}: visual regions of shape {tuple(regions.shape)}, but the model takes "
+                         f"[R, {region_dim}] (model.visual_dim); use the grid encoder the run was trained with")
+    return regions
+
+
+def weights_digest(module: nn.Module) -> str:
+    """Identifies a (frozen, pretrained) encoder's weights: its first tensor (the embedding table) and its last."""
+    digest = hashlib.sha1()
+    weights = list(module.parameters())
+    for tensor in (weights[0], weights[-1]):
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def featurize_visual(post: Post, visual: VisualInput | None, tokenizer, region_dim: int,
                      caption_tokens: int) -> dict[str, Any]:
     """One post's visual part of a model's features: `regions` [R, D] or `caption_ids`, or neither
@@ -82,11 +100,7 @@ def featurize_visual(post: Post, visual: VisualInput | None, tokenizer, region_d
     if visual is None or visual.masked:
         return {"regions": None, "caption_ids": None}
     if visual.regions is not None:
-        regions = visual.regions
-        if regions.dim() != 2 or regions.shape[-1] != region_dim:
-            raise MmnerError(f"post {post.id}: visual regions of shape {tuple(regions.shape)}, but the model takes "
-                             f"[R, {region_dim}] (model.visual_dim); use the grid encoder the run was trained with")
-        return {"regions": regions.float(), "caption_ids": None}
+        return {"regions": checked_regions(post, visual.regions, region_dim).float(), "caption_ids": None}
     if visual.caption is not None:
         ids = tokenizer(visual.caption, add_special_tokens=False)["input_ids"][:caption_tokens]
         return {"regions": None, "caption_ids": ids or None}

@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.bert_crf_caption import BertCRFCaption, BertCRFCaptionParams
+from mmner.models.blocks import weights_digest
 from mmner.models.registry import register
 from mmner.tagging.alignment import SpecialTokens, make_windows, word_pieces
 from mmner.tagging.vocab import LabelVocab
@@ -133,11 +134,8 @@ class ContextCRF(BertCRFCaption):
         return self._frozen
 
     def encoder_digest(self) -> str:
-        digest = hashlib.sha1()
-        weights = list(self.frozen.parameters()) if self._frozen is not None else []
-        for tensor in (weights[0], weights[-1]) if weights else ():
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """Identifies the frozen encoder's weights (`blocks.weights_digest`)."""
+        return weights_digest(self.frozen)
 
     # -- the index ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -76,6 +76,7 @@ from mmner.models.blocks import (
     masked_mean,
     masked_softmax,
     resolve_region_params,
+    weights_digest,
 )
 from mmner.models.registry import register
 from mmner.tagging.vocab import LabelVocab
@@ -375,12 +376,8 @@ class RGCN(BertCRF):
         self.index.save(run_dir / INDEX_DIR)
 
     def encoder_digest(self) -> str:
-        """Identifies the frozen encoder's weights: its embedding table and its last tensor."""
-        digest = hashlib.sha1()
-        weights = list(self.frozen.parameters())
-        for tensor in (weights[0], weights[-1]):
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """Identifies the frozen encoder's weights (`blocks.weights_digest`)."""
+        return weights_digest(self.frozen)
 
     @classmethod
     def load(cls, params: RGCNParams, labels: LabelVocab, run_dir: Path) -> RGCN:
