@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,11 +66,11 @@ def hf_pipeline(texts: list[str]) -> dict[str, float]:
     return out
 
 
-def mmner_run(run: Path, posts, captions: dict[str, str], single: int) -> dict:
+def mmner_run(run: Path, posts, captions: dict[str, str], single: int, attention: bool = True) -> dict:
     from mmner import Tagger
     from mmner.inference import score_posts
 
-    tagger = Tagger.load(run, device="cpu")
+    tagger = Tagger.load(run, device="cpu", attention=attention)
     uses_captions = tagger.visual_source == "caption"
     items = [{"id": p.id, "tokens": p.tokens, **({"caption": captions[p.id]} if uses_captions and p.id in captions else {})}
              for p in posts]
@@ -83,15 +84,16 @@ def mmner_run(run: Path, posts, captions: dict[str, str], single: int) -> dict:
         tagger.batch([item], batch_size=1)
         latencies.append(time.perf_counter() - started)
     info = tagger.info()
-    return {"run": str(run), "model": info["model"], "visual_source": info["visual_source"],
+    return {"run": str(run), "model": info["model"], "visual_source": info["visual_source"], "attention": attention,
+            "region_attention": bool(tagger.model.region_attention),
             "batch_32": round(len(items) / seconds, 1), "batch_1": round(len(latencies) / sum(latencies), 1),
             "latency_ms": {"p50": round(1000 * percentile(latencies, 50), 1), "p95": round(1000 * percentile(latencies, 95), 1)},
             "f1": f1, "captions": sum("caption" in i for i in items)}
 
 
-def http_latency(run: Path, posts, captions: dict[str, str], requests: int) -> dict:
+def http_latency(run: Path, posts, captions: dict[str, str], requests: int, attention: bool = True) -> dict:
     bodies = [{"text": " ".join(p.tokens), **({"caption": captions[p.id]} if p.id in captions else {})} for p in posts]
-    with served(run) as base:
+    with served(run, *([] if attention else ["--no-attention"])) as base:
         result = asyncio.run(phase(base, "single", lambda i: ("/v1/tag", bodies[i % len(bodies)]), requests, 1, 120.0, 1))
     return {"requests": result["requests"], "failed": result["failed"], **(result["latency_ms"] or {})}
 
@@ -105,8 +107,13 @@ def render(result: dict) -> str:
         f"({result['device']}, {result['threads']} torch threads, precision fp32), on the first {result['posts']}",
         "posts of the Twitter-2017 test split (caption models get each post's BLIP-2 caption, as in training).",
         "Ratio: mmner's posts/s over the Hugging Face pipeline's at the same batch size (MiniLM-L6, text only).",
-        "Latency: one post per call, in process (`Tagger.batch([post])`) and over HTTP (`POST /v1/tag`, one",
-        "client on the loopback). F1: the test F1 of the tags of the same posts.",
+        "mmner: `Tagger.batch(posts, batch_size=32)` (posts in groups of 16 batches, each group sorted by length",
+        "into its batches, records in input order; the pipeline's batches are in input order).",
+        "Latency: one post per call, in process (`Tagger.batch([post])`) and over HTTP (`mmner serve RUN` with its",
+        "defaults, `POST /v1/tag`, one client on the loopback). F1: the test F1 of the tags of the same posts.",
+        "Rows marked `--no-attention`: the same run with region attention left out of the records",
+        "(`Tagger.load(..., attention=False)`, `mmner serve/predict --no-attention`).",
+        f"Code: commit {result.get('commit', '?')}.",
         "",
         f"Hugging Face token-classification pipeline, MiniLM-L6: {hf['batch_32']} posts/s at batch 32, "
         f"{hf['batch_1']} posts/s at batch 1.",
@@ -116,7 +123,8 @@ def render(result: dict) -> str:
     ]
     for r in result["runs"]:
         http = r.get("http") or {}
-        lines.append(f"| `{Path(r['run']).name}` | {r['model']} | {r['visual_source']} | {r['batch_32']} | "
+        name = f"`{Path(r['run']).name}`" + ("" if r.get("attention", True) else " `--no-attention`")
+        lines.append(f"| {name} | {r['model']} | {r['visual_source']} | {r['batch_32']} | "
                      f"{r['batch_32'] / hf['batch_32']:.2f}x | {r['batch_1']} | {r['batch_1'] / hf['batch_1']:.2f}x | "
                      f"{r['latency_ms']['p50']} | {r['latency_ms']['p95']} | {http.get('p50', '–')} | {http.get('p95', '–')} | "
                      f"{r['f1']:.2f} |")
@@ -136,12 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     posts, captions = test_posts(args.posts)
     result = {"device": "cpu", "threads": torch.get_num_threads(), "posts": len(posts),
               "hf_pipeline": hf_pipeline([" ".join(p.tokens) for p in posts]), "runs": []}
+    result["commit"] = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=ROOT, capture_output=True,
+                                      text=True).stdout.strip()
     for run in args.runs:
-        record = mmner_run(run, posts, captions, args.single)
-        if args.http:
-            record["http"] = http_latency(run, posts, captions, args.http)
-        result["runs"].append(record)
-        print(json.dumps(record))
+        for attention in (True, False):
+            record = mmner_run(run, posts, captions, args.single, attention)
+            if not attention and not record["region_attention"]:
+                break  # nothing to leave out
+            if args.http:
+                record["http"] = http_latency(run, posts, captions, args.http, attention)
+            result["runs"].append(record)
+            print(json.dumps(record))
     args.output.write_text(render(result))
     args.output.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")

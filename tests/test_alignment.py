@@ -62,3 +62,30 @@ def test_special_tokens_read_off_the_tokenizer(tokenizer):
     special = SpecialTokens.of(tokenizer)
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     assert (special.prefix, special.suffix, special.middle) == ([cls], [sep], [sep])
+
+
+def test_word_pieces_are_cached_per_word_and_equal_a_fresh_tokenisation(tokenizer, monkeypatch):
+    """Each word is tokenised alone, so its pieces are kept per tokenizer: a repeated word is not
+    tokenised again, the cache is emptied when full, and the ids are always those of a fresh call."""
+    from mmner.tagging import alignment
+
+    first, second, more = ["paris", "is", "paris", "nice"], ["nice", "is"], ["rome", "oslo", "lima", "kyiv"]
+    prefix = alignment.word_prefix(tokenizer)
+    fresh = {w: ids or [tokenizer.unk_token_id] for w, ids in
+             zip(first + more, tokenizer([prefix + w for w in first + more], add_special_tokens=False)["input_ids"])}
+    monkeypatch.setattr(alignment, "_CACHE_WORDS", 6)
+    alignment._PIECES.pop(tokenizer, None)
+    calls: list[list[str]] = []
+    real_call = type(tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):
+        if self is tokenizer:
+            calls.append(list(text))
+        return real_call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    assert word_pieces(tokenizer, first, 50) == [fresh[w] for w in first]
+    assert calls == [[prefix + w for w in ["paris", "is", "nice"]]]  # each new word once
+    assert word_pieces(tokenizer, second, 50) == [fresh[w] for w in second] and len(calls) == 1  # all cached
+    assert word_pieces(tokenizer, more, 50) == [fresh[w] for w in more]  # 3 + 4 words > 6: emptied, then these
+    assert sorted(alignment._PIECES[tokenizer]) == sorted(more) and len(calls) == 2

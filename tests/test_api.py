@@ -132,7 +132,7 @@ def test_models_with_a_relation_score(tagger):
     model = tagger.model
     assert not tagger.has_relation_score and not tagger.has_region_attention
 
-    def predict(batch):
+    def predict(batch, attention=True):
         tags = model.decode(batch)
         tags = [[model.labels.index["B-LOC"]] + row[1:] for row in tags]  # every post opens with an entity
         n = len(tags)
@@ -151,6 +151,58 @@ def test_models_with_a_relation_score(tagger):
         assert [r["relation_score"] for r in tagger.batch(["a", "b", "c"])] == [0.25] * 3
     finally:
         del model.predict, model.relation_score, model.region_attention
+
+
+def test_posts_are_tagged_in_length_sorted_groups_and_come_back_in_order(tagger):
+    """Groups of `sort_group` model batches: the model sees each group's posts sorted by length (little
+    padding), the records come back in input order with the tags each post gets alone."""
+    from mmner import Tagger
+
+    words = [f"w{i}" for i in range(12)]
+    lengths = [7, 2, 9, 1, 5, 3, 8, 4, 6]
+    posts = [{"id": str(i), "tokens": words[:n]} for i, n in enumerate(lengths)]
+    grouped = Tagger(tagger.model, tagger.config, batch_size=2, sort_group=4)
+    assert grouped.group_size() == 8 and grouped.group_size(3) == 12
+    seen: list[list[int]] = []
+    real = tagger.model.predict
+
+    def spy(batch, attention=True):
+        seen.append(batch["word_mask"].sum(1).tolist())
+        return real(batch, attention=attention)
+
+    tagger.model.predict = spy
+    try:
+        records = grouped.batch(posts)
+    finally:
+        del tagger.model.predict
+    assert [r["id"] for r in records] == [p["id"] for p in posts]
+    assert [len(r["tags"]) for r in records] == lengths
+    assert seen == [[1, 2], [3, 4], [5, 7], [8, 9], [6]]  # the first 8 sorted into 4 batches, then the 9th
+    assert [r["tags"] for r in records] == [tagger.batch([p])[0]["tags"] for p in posts]
+
+
+def test_a_failing_post_is_isolated_within_its_model_batch(tagger):
+    """try_tag_posts: the group whole first, then each run of batch_size posts, one by one only within
+    the run that fails."""
+    from mmner import Tagger
+    from mmner.api import make_post
+    from mmner.errors import MmnerError
+
+    grouped = Tagger(tagger.model, tagger.config, batch_size=2, sort_group=4)
+    calls: list[int] = []
+
+    def tag_posts(posts, batch_size=None):
+        calls.append(len(posts))
+        if any(p.id == "bad" for p in posts):
+            raise MmnerError("post bad: unreadable image")
+        return [{"id": p.id} for p in posts]
+
+    grouped.tag_posts = tag_posts
+    posts = [make_post({"id": "bad" if i == 5 else str(i), "text": "x"}) for i in range(8)]
+    out = grouped.try_tag_posts(posts)
+    assert calls == [8, 2, 2, 2, 1, 1, 2]
+    assert [str(r) if isinstance(r, Exception) else r["id"] for r in out] == \
+        ["0", "1", "2", "3", "4", "post bad: unreadable image", "6", "7"]
 
 
 def test_info(tagger):

@@ -63,6 +63,18 @@ def test_attention_rows_per_post(name, tiny_model_params):
         assert (rows < 1).all()
 
 
+@pytest.mark.parametrize("name", ATTENDING)
+def test_attention_left_out_on_request_changes_no_tag(name, tiny_model_params):
+    """`predict(batch, attention=False)` (`Tagger(attention=False)`, `--no-attention`): the same tags,
+    the relation score where the model has one, no attention; nothing is recorded."""
+    model = build(name, tiny_model_params, caption_tokens=64)
+    batch = caption_batch(model)
+    with torch.no_grad():
+        full, lean = model.predict(batch), model.predict(batch, attention=False)
+    assert "attention" in full and "attention" not in lean
+    assert lean == {k: v for k, v in full.items() if k != "attention"}
+
+
 @pytest.mark.parametrize("name", ["bert-crf", "bilstm-crf", "fusion-cm"])
 def test_models_without_region_attention_give_tags_only(name, tiny_model_params):
     model = build(name, tiny_model_params)

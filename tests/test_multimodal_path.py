@@ -143,6 +143,16 @@ def test_python_cli_and_http_give_the_same_records(run, image_file, tmp_path, mo
         for key in ("id", "tokens", "tags", "entities", "visual", "relation_score", "attention", "caption"):
             assert a.get(key) == b.get(key) == c.get(key), f"{name}: post {i}, {key}: {a.get(key)} | {b.get(key)} | {c.get(key)}"
     assert [r["visual"]["input"] for r in python] == [source, "none", source]
+    # --no-attention: the same records without region attention (entities lose theirs too)
+    lean_out = tmp_path / "lean.jsonl"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(src), "-o", str(lean_out),
+                           "--no-attention", "--quiet")
+    assert code == 0, err
+    lean = [json.loads(line) for line in lean_out.read_text().splitlines()]
+    assert any("attention" in r for r in cli) and not any("attention" in r for r in lean)
+    for full, short in zip(cli, lean):
+        assert short["tags"] == full["tags"] and short.get("relation_score") == full.get("relation_score")
+        assert [{k: v for k, v in e.items() if k != "attention"} for e in full["entities"]] == short["entities"]
 
 
 def test_a_model_that_learned_the_caption_changes_its_tags_with_it(tmp_path, tiny_model_params):

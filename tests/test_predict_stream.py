@@ -104,7 +104,10 @@ class RecordingTagger:
         self.seen: list = []
         self.calls = 0
 
-    def try_tag_posts(self, posts):
+    def group_size(self, batch_size=None):
+        return batch_size
+
+    def try_tag_posts(self, posts, batch_size=None):
         from mmner.errors import MmnerError
 
         self.calls += 1

@@ -145,7 +145,12 @@ def test_a_folder_on_ray_gives_the_local_outputs_and_resumes(ray_cluster, run_di
 class FlakyTagger:
     """Stands in for `api.Tagger`: fails every post whose user number is a multiple of 3."""
 
-    def try_tag_posts(self, posts):
+    def group_size(self, batch_size=None):
+        from mmner.api import SORT_GROUP
+
+        return (batch_size or 4) * SORT_GROUP
+
+    def try_tag_posts(self, posts, batch_size=None):
         from mmner.errors import MmnerError
 
         return [MmnerError(f"post {p.id}: unreadable image") if p.meta["user"] % 3 == 0

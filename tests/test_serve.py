@@ -175,10 +175,10 @@ def test_a_post_the_model_cannot_tag_is_a_422_and_others_are_unaffected(tagger):
 
     real = tagger.tag_posts
 
-    def tag_posts(posts):
+    def tag_posts(posts, batch_size=None):
         if any("boom" in p.tokens for p in posts):
             raise MmnerError("post 0: no visual input for visual.source=grid: the post has no image file")
-        return real(posts)
+        return real(posts, batch_size)
 
     tagger.tag_posts = tag_posts
     try:
@@ -222,6 +222,43 @@ def test_micro_batcher_groups_concurrent_requests_and_isolates_failures():
     assert sum(calls) == 40 and max(calls) <= 16 and len(calls) < 40 and batcher.stats.largest > 1
     batcher.close()
     assert batcher.submit([Post(id="again", tokens=["x"])]).result(5) == [{"id": "again"}]  # restarts
+    batcher.close()
+
+
+def test_a_lone_request_waits_for_no_one_while_company_is_still_awaited():
+    """One request at a time: each is tagged at once, not after max_wait_ms; after a call that served
+    several requests, the next one waits for company again (up to max_wait_ms)."""
+    from mmner.data.post import Post
+    from mmner.serve.batcher import MicroBatcher
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def tag(posts):
+        calls.append(len(posts))
+        release.wait(5)
+        return [{"id": p.id} for p in posts]
+
+    batcher = MicroBatcher(tag, max_batch=16, max_wait_ms=400)
+    release.set()
+    started = time.perf_counter()
+    for i in range(5):
+        assert batcher.submit([Post(id=str(i), tokens=["x"])]).result(5) == [{"id": str(i)}]
+    assert (time.perf_counter() - started) < 5 * 0.4 / 2, "lone requests waited for company"
+    assert calls == [1] * 5
+    # Hold the worker in a call; three requests queue behind it and share the next call.
+    release.clear()
+    first = batcher.submit([Post(id="a", tokens=["x"])])
+    while not calls[5:]:
+        time.sleep(0.001)
+    queued = [batcher.submit([Post(id=f"q{i}", tokens=["x"])]) for i in range(3)]
+    release.set()
+    assert first.result(5) == [{"id": "a"}] and [f.result(5)[0]["id"] for f in queued] == ["q0", "q1", "q2"]
+    assert calls[5:] == [1, 3]
+    # The previous call grouped three: the next lone request waits for company for max_wait_ms.
+    started = time.perf_counter()
+    batcher.submit([Post(id="late", tokens=["x"])]).result(5)
+    assert time.perf_counter() - started >= 0.4 * 0.9
     batcher.close()
 
 

@@ -280,11 +280,11 @@ def test_an_unexpected_model_failure_is_a_one_line_500_and_the_posts_batched_wit
     real = tagger.tag_posts
     calls: list[list[str]] = []
 
-    def tag_posts(posts):
+    def tag_posts(posts, batch_size=None):
         calls.append([p.id for p in posts])
         if any("crash" in p.tokens for p in posts):
             raise RuntimeError("CUDA error: device-side assert triggered\nTraceback (most recent call last):\n  ...")
-        return real(posts)
+        return real(posts, batch_size)
 
     tagger.tag_posts = tag_posts
     try:

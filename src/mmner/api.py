@@ -46,6 +46,10 @@ PostLike = Union[str, Post, Mapping[str, Any]]
 
 _POST_KEYS = {"id", "text", "tokens", "image", "image_id", "caption"}
 
+# Posts are tagged in groups of SORT_GROUP model batches: within a group they are sorted by length into
+# batches (little padding, the encoder's cost being in its padded sub-tokens), and come back in order.
+SORT_GROUP = 16
+
 
 # --------------------------------------------------------------------------------------------------
 # character offsets
@@ -307,22 +311,29 @@ class Tagger:
     """A trained run, loaded once, that tags posts: `tagger(text, image=..., caption=...)`."""
 
     def __init__(self, model: "Model", config: "Config", run_dir: str | Path | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, sort_group: int = SORT_GROUP, attention: bool = True) -> None:
+        if batch_size < 1 or sort_group < 1:
+            raise MmnerError(f"batch_size and sort_group must be at least 1 (got {batch_size}, {sort_group})")
         self.model = model
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.batch_size = batch_size
+        self.sort_group = sort_group
+        # Region attention in the records of models that have it (`attention`); off, the encoder runs its
+        # fastest attention kernel (docs/results/speed.md measures the difference).
+        self.attention = attention
         self._visual: Any = None  # the run's visual inputs for new posts, built on first use
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: "str | torch.device | None" = None, batch_size: int = 32) -> "Tagger":
+    def load(cls, run_dir: str | Path, device: "str | torch.device | None" = None, batch_size: int = 32,
+             sort_group: int = SORT_GROUP, attention: bool = True) -> "Tagger":
         """The model of a run directory written by `mmner train`, on `device` (default: GPU if any)."""
         import torch
 
         from mmner.inference import load_run
 
         config, model = load_run(run_dir, torch.device(device) if device is not None else None)
-        return cls(model, config, run_dir, batch_size)
+        return cls(model, config, run_dir, batch_size, sort_group, attention)
 
     # -- what the model is ------------------------------------------------------------------------
     @property
@@ -343,7 +354,8 @@ class Tagger:
 
     @property
     def has_region_attention(self) -> bool:
-        return bool(self.model.region_attention)
+        """Whether the records carry region attention: the model computes it and it is not switched off."""
+        return bool(self.model.region_attention) and self.attention
 
     def info(self) -> dict[str, Any]:
         """Model name, encoder, visual input, labels and the run's training metrics (metrics.json)."""
@@ -372,6 +384,10 @@ class Tagger:
             record.pop("id", None)
         return record
 
+    def group_size(self, batch_size: int | None = None) -> int:
+        """Posts per length-sorted group: `sort_group` model batches of `batch_size` (default: the tagger's)."""
+        return (batch_size or self.batch_size) * self.sort_group
+
     def batch(self, posts: Iterable[PostLike], batch_size: int | None = None) -> list[dict[str, Any]]:
         """Tag many posts (texts, mappings `{id, text | tokens, image, caption}`, or `Post`s), in order.
         A post without an id gets `#<n>`, n its 1-based position (given ids of that form are refused
@@ -379,28 +395,31 @@ class Tagger:
         return list(self.stream(posts, batch_size))
 
     def stream(self, posts: Iterable[PostLike], batch_size: int | None = None) -> Iterator[dict[str, Any]]:
-        """Tag posts as they come, one model batch at a time (nothing is held beyond one batch)."""
+        """Tag posts as they come, a group of `group_size()` posts at a time (sorted by length into
+        model batches of `batch_size`, records in input order; nothing is held beyond one group)."""
         size = batch_size or self.batch_size
+        group = self.group_size(size)
         chunk: list[PostLike] = []
         index = 0
         for item in posts:
             chunk.append(item)
-            if len(chunk) == size:
-                yield from self._tag_items(chunk, index)
+            if len(chunk) == group:
+                yield from self._tag_items(chunk, index, size)
                 index += len(chunk)
                 chunk = []
         if chunk:
-            yield from self._tag_items(chunk, index)
+            yield from self._tag_items(chunk, index, size)
 
-    def _tag_items(self, items: list[PostLike], first: int) -> list[dict[str, Any]]:
+    def _tag_items(self, items: list[PostLike], first: int, batch_size: int | None = None) -> list[dict[str, Any]]:
         staged = StagedImages()
         try:
-            return self.tag_posts([make_post(item, first + i, staged) for i, item in enumerate(items)])
+            return self.tag_posts([make_post(item, first + i, staged) for i, item in enumerate(items)], batch_size)
         finally:
             staged.close()
 
-    def tag_posts(self, posts: list[Post]) -> list[dict[str, Any]]:
-        """Output records of `Post`s, one model call per `batch_size` posts; a bad post raises."""
+    def tag_posts(self, posts: list[Post], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Output records of `Post`s, in order: sorted by length into model batches of `batch_size`
+        (default: the tagger's); a bad post raises."""
         from mmner.inference import predict_tags
 
         if not posts:
@@ -410,25 +429,36 @@ class Tagger:
             from mmner.inference import visual_inputs
 
             self._visual = visual_inputs(self.config)
-        tags = predict_tags(self.model, posts, self.batch_size, progress=False, extras=extras, visual=self._visual)
+        tags = predict_tags(self.model, posts, batch_size or self.batch_size, progress=False, extras=extras,
+                            visual=self._visual, attention=self.attention)
         if self._visual is not None:
             self._visual.masked.clear()  # it names every masked post: unbounded in a server or a long predict
         return [post_record(post, t, x) for post, t, x in zip(posts, tags, extras)]
 
-    def try_tag_posts(self, posts: list[Post]) -> list[dict[str, Any] | Exception]:
+    def try_tag_posts(self, posts: list[Post], batch_size: int | None = None) -> list[dict[str, Any] | Exception]:
         """`tag_posts`, except that a post that fails comes back as its exception and the others are
-        tagged: the batch is tried whole first, then post by post only when it fails."""
+        tagged: the posts are tried whole first; when that fails, each run of `batch_size` posts, and
+        post by post only within a run that fails."""
+        size = batch_size or self.batch_size
         try:
-            return list(self.tag_posts(posts))
-        except Exception as whole:  # noqa: BLE001 - isolated below, post by post
+            return list(self.tag_posts(posts, size))
+        except Exception as whole:  # noqa: BLE001 - isolated below
             if len(posts) == 1:
                 return [whole]
         out: list[dict[str, Any] | Exception] = []
-        for post in posts:
-            try:
-                out.extend(self.tag_posts([post]))
-            except Exception as exc:  # noqa: BLE001 - reported per post by the caller
-                out.append(exc)
+        for start in range(0, len(posts), size):
+            part = posts[start : start + size]
+            if len(posts) > size:
+                try:
+                    out.extend(self.tag_posts(part, size))
+                    continue
+                except Exception:  # noqa: BLE001 - isolated below, post by post
+                    pass
+            for post in part:
+                try:
+                    out.extend(self.tag_posts([post], size))
+                except Exception as exc:  # noqa: BLE001 - reported per post by the caller
+                    out.append(exc)
         return out
 
 

@@ -142,6 +142,11 @@ def evaluate(
         _print_score(result, f"{result['model']} ({result['encoder']}) on {data}:")
 
 
+# `predict` and `serve`: region attention in the records of models that compute it.
+_ATTENTION = typer.Option(True, "--attention/--no-attention", help="Region attention in each record of a model "
+                          "that has it (--no-attention: left out, and the encoder runs its fastest attention kernel).")
+
+
 # Options of `--engine ray`, shared by `predict` and `features extract`.
 _ADDRESS = typer.Option(None, "--address", help="--engine ray: join this running Ray cluster (auto, HOST:6379, "
                         "ray://HOST:10001); default: start a local one (or join RAY_ADDRESS when set).")
@@ -180,6 +185,7 @@ def predict(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted --output: skip the posts it holds, append."),
     errors: Optional[Path] = typer.Option(None, "--errors", help="Where failed posts go (default: <output>.errors.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    attention: bool = _ATTENTION,
     engine: str = typer.Option("local", "--engine", help="local: in this process; ray: on a Ray cluster (Ray Data, "
                                "one model per worker; needs pip install mmner\\[ray])."),
     address: Optional[str] = _ADDRESS,
@@ -198,14 +204,14 @@ def predict(
         from mmner.ray_engine import predict_ray
 
         summary = predict_ray(run_dir, input, output, batch_size=batch_size, resume=resume, errors=errors,
-                              options=options)
+                              options=options, attention=attention)
     else:
         from mmner.api import Tagger
         from mmner.predict import predict_file
 
         if not input.exists():
             raise MmnerError(f"{input}: no such file or folder")
-        tagger = Tagger.load(run_dir, batch_size=batch_size)
+        tagger = Tagger.load(run_dir, batch_size=batch_size, attention=attention)
         summary = predict_file(tagger, input, output, batch_size=batch_size, resume=resume, progress=not quiet,
                                errors=errors)
     typer.echo(summary.line())
@@ -223,7 +229,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port"),
     max_batch: int = typer.Option(32, "--max-batch", help="Most posts in one model call (micro-batching)."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to batch with."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to batch "
+                                      "with, when there is company (a lone request does not wait)."),
     max_chars: int = typer.Option(2000, "--max-chars", help="Longest post text accepted (characters)."),
     max_body_mb: float = typer.Option(10.0, "--max-body-mb", help="Largest request body accepted (MiB)."),
     max_queue: int = typer.Option(512, "--max-queue", help="Most posts waiting for the model; beyond it a request "
@@ -231,6 +238,7 @@ def serve(
     shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout", help="On SIGTERM / Ctrl-C, how long "
                                            "requests in flight may take to finish (seconds)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (torch's default: all cores)."),
+    attention: bool = _ATTENTION,
 ) -> None:
     """HTTP API (POST /v1/tag, /v1/tag/batch, /v1/tag/upload; GET /v1/model, /healthz) and a web page at /."""
     from mmner.serve import Limits, run_server
@@ -241,7 +249,7 @@ def serve(
         torch.set_num_threads(max(1, threads))
     limits = Limits(max_chars=max_chars, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
                     max_wait_ms=max_wait_ms, max_queue=max_queue)
-    run_server(run_dir, host=host, port=port, limits=limits, shutdown_timeout=shutdown_timeout)
+    run_server(run_dir, host=host, port=port, limits=limits, shutdown_timeout=shutdown_timeout, attention=attention)
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """`mmner predict`: tag a file of posts into JSON lines, streaming, resumable, never dropping a post.
 
-- Streaming: JSON lines input is read one line at a time and written one model batch at a time, so
-  memory stays flat on a file of any length (other formats, CoNLL and RiTUAL folders, are datasets
+- Streaming: JSON lines input is read one line at a time and written a group of posts at a time
+  (`Tagger.group_size`: 16 model batches, sorted by length within the group), so memory stays flat
+  on a file of any length (other formats, CoNLL and RiTUAL folders, are datasets
   of known size and are read whole).
 - Errors: a line that is not a post (bad JSON, no text, wrong types) or a post the model cannot tag
   (e.g. an unreadable image under `visual.missing: error`) is reported on stderr with its line
@@ -245,9 +246,10 @@ def predict_file(tagger: Tagger, input: str | Path, output: str | Path, *, batch
     ) as bar:
         errs = _ErrorLog(err_path, summary, src, bar)
         batch: list[tuple[int, Post]] = []
+        group = tagger.group_size(batch_size)  # posts sorted by length together, then written in order
 
         def flush() -> None:
-            results = tagger.try_tag_posts([post for _, post in batch])
+            results = tagger.try_tag_posts([post for _, post in batch], batch_size)
             for (lineno, post), result in zip(batch, results):
                 if isinstance(result, Exception):
                     errs.add(Failure(lineno, post.id, failure_message(result)))
@@ -271,7 +273,7 @@ def predict_file(tagger: Tagger, input: str | Path, output: str | Path, *, batch
                     skip_ok -= 1
                     continue
                 batch.append((lineno, item))
-                if len(batch) >= batch_size:
+                if len(batch) >= group:
                     flush()
             if batch:
                 flush()

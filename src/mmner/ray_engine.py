@@ -10,7 +10,7 @@ This process, the driver, plans the work items, receives the results in input or
 - predict: each input file gets the output and errors file that `mmner predict --input FILE` writes
   for it, record for record. A bad line is an error record, never a failed dataset. Failures reach
   the errors file in the order the local engine writes them (a line that is not a post at once, a
-  post the model could not tag at the end of its model batch of `batch_size` posts), and `--resume`
+  post the model could not tag at the end of its group of `batch_size * api.SORT_GROUP` posts), and `--resume`
   follows the local rules (`predict.resume_state`): the posts an output holds are skipped (the
   driver reads the input up to the last of them), as are the lines its errors file lists. Tags and
   entities do not depend on which posts share a model batch (tests/test_batch_effects.py); float
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mmner.api import SORT_GROUP
 from mmner.errors import MmnerError
 from mmner.predict import (
     Failure,
@@ -332,13 +333,14 @@ class _PredictWorker:
     tag it); `text` of a failure is its errors-file message. A worker that could not load the run
     answers with one `fatal` row instead (Ray passes on an exception only as its traceback's text)."""
 
-    def __init__(self, run_dir: str, batch_size: int, device: str, threads: int, cwd: str) -> None:
+    def __init__(self, run_dir: str, batch_size: int, device: str, threads: int, cwd: str,
+                 attention: bool = True) -> None:
         from mmner.api import Tagger
 
         _enter_worker(cwd, threads)
         self.batch_size, self.fatal = batch_size, None
         try:
-            self.tagger = Tagger.load(run_dir, device=device, batch_size=batch_size)
+            self.tagger = Tagger.load(run_dir, device=device, batch_size=batch_size, attention=attention)
         except MmnerError as exc:
             self.fatal = str(exc)
 
@@ -367,8 +369,9 @@ class _PredictWorker:
                 items.append((lineno, item))
         posts = [(lineno, item) for lineno, item in items if not isinstance(item, Failure)]
         results: dict[int, Any] = {}
-        for i in range(0, len(posts), self.batch_size):
-            part = posts[i : i + self.batch_size]
+        group = self.tagger.group_size()  # sorted by length within a work item, as the local engine's groups
+        for i in range(0, len(posts), group):
+            part = posts[i : i + group]
             for (lineno, _), result in zip(part, self.tagger.try_tag_posts([post for _, post in part])):
                 results[lineno] = result
         out = []
@@ -386,12 +389,12 @@ class _PredictWorker:
 
 class _Writer:
     """One input's output and errors file, written as `predict.predict_file` writes them: a bad line
-    is reported at once, the posts of a model batch (every `batch_size` posts) when the batch ends,
+    is reported at once, the posts of a group (every `batch_size * SORT_GROUP` posts) when it ends,
     records in input order and failures in the order the local engine lists them. An interrupted
-    run leaves at most its last batch unwritten, so `--resume` finds output and errors file agreeing."""
+    run leaves at most its last group unwritten, so `--resume` finds output and errors file agreeing."""
 
     def __init__(self, plan: _Plan, summary: PredictSummary, bar: Any, batch_size: int) -> None:
-        self.summary, self.batch_size = summary, batch_size
+        self.summary, self.group = summary, batch_size * SORT_GROUP
         self.out = open(plan.output, "a", encoding="utf-8")
         self.errs = _ErrorLog(plan.errors, summary, plan.path, bar)
         self.batch: list[tuple[int, str, str | None, str]] = []
@@ -403,7 +406,7 @@ class _Writer:
             self.errs.add(Failure(line, pid, text))
             return
         self.batch.append((line, kind, pid, text))
-        if len(self.batch) == self.batch_size:
+        if len(self.batch) == self.group:
             self._end_batch()
 
     def _end_batch(self) -> None:
@@ -425,7 +428,7 @@ class _Writer:
 
 def predict_ray(run_dir: str | Path, input: str | Path, output: str | Path, *, batch_size: int = 32,
                 resume: bool = False, errors: str | Path | None = None,
-                options: RayOptions | None = None) -> PredictSummary:
+                options: RayOptions | None = None, attention: bool = True) -> PredictSummary:
     """`predict.predict_file` on a Ray cluster (see the module docstring). `input` is a JSON-lines
     file (`output` is then a file), or a folder or glob pattern of them (`output` is then a folder
     that gets each input's output under its name relative to the folder, or to the pattern's folder
@@ -448,7 +451,8 @@ def predict_ray(run_dir: str | Path, input: str | Path, output: str | Path, *, b
         dataset = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             _PredictWorker, batch_size=1, batch_format="pyarrow",
             fn_constructor_kwargs={"run_dir": str(Path(run_dir).resolve()), "batch_size": batch_size,
-                                   "device": "cuda" if gpus else "cpu", "threads": options.threads, "cwd": os.getcwd()},
+                                   "device": "cuda" if gpus else "cpu", "threads": options.threads, "cwd": os.getcwd(),
+                                   "attention": attention},
             **pool,
         )
         _write_results(plans, summary, batch_size, options.progress,

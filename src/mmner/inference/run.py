@@ -60,7 +60,8 @@ def device_name() -> str:
 
 
 def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
-                 extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None) -> list[list[str]]:
+                 extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None,
+                 attention: bool = True) -> list[list[str]]:
     """IOB2 tags for each post, one per token.
 
     `visual`: the run's visual inputs (`visual_inputs(config, ...)`), which a multimodal model needs.
@@ -68,12 +69,13 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
     `extras`, a list filled in place with one dict per post: `visual`, the visual input the post was
     tagged with (`vision.inputs.describe`), and for models that compute more than tags (`predict(batch)
     -> {"tags": ids per post, "relation_score": [B], "attention": [B, R], ...}`) the post's row of
-    every other key.
+    every other key (region `attention` only with `attention`).
     """
     if model.uses_visual and visual is None:
         raise MmnerError(f"{model.name} is a multimodal model: tag posts with the run's visual inputs "
                          "(predict_tags(..., visual=mmner.inference.visual_inputs(config)))")
-    model.eval()
+    if model.training:
+        model.eval()
     device = next(model.parameters()).device
     # Batches in length order (little padding); results go back to post order by each item's index.
     ids: list[list[int] | None] = [None] * len(posts)
@@ -86,7 +88,7 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
             index, used = batch["index"], batch["visual_used"]
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if extras is not None and hasattr(model, "predict"):
-                result = dict(model.predict(batch))
+                result = dict(model.predict(batch, attention=attention))
                 ids_per_post = result.pop("tags")
             else:
                 result, ids_per_post = {}, model.decode(batch)

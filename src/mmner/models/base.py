@@ -112,11 +112,12 @@ class Tagger(nn.Module):
         """Best label ids, one list per post, one id per original token."""
         raise NotImplementedError
 
-    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def predict(self, batch: dict[str, Any], attention: bool = True) -> dict[str, Any]:
         """`tags` as `decode`, plus what else the model computes per post, one list entry per post:
         `attention` (region attention, `blocks.attention_rows`; None for a post without image) for
-        models with `region_attention`; models with a relation score add `relation_score`."""
-        if not self.region_attention:
+        models with `region_attention`, unless `attention` is false (then the encoder runs its fastest
+        kernel, which returns no weights); models with a relation score add `relation_score`."""
+        if not (self.region_attention and attention):
             return {"tags": self.decode(batch)}
         from mmner.models.blocks import AttentionRecord, attention_rows
 

@@ -388,20 +388,22 @@ class RpBert(VisualBertCRF):
             out["loss"] = self.crf.loss(emissions, batch["tags"], mask)  # Task#2 (Eq. 9)
         return out
 
-    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def predict(self, batch: dict[str, Any], attention: bool = True) -> dict[str, Any]:
         """Tags, `relation_score` (pi_1, the probability that the image adds to the text, see
         `score_relation`; None for a post without image, and for "w/o Rp" without Task#1, whose relation
         classifier never trains) and the region `attention` of the tagging pass (for `propagation: input`
         the gated pass: RpBERT's a_j^v and S_TV, eq. 10-11; for `output` the multimodal pass 1)."""
         if not self.params.image:
             return {"tags": self.decode(batch)}
-        record = AttentionRecord()
+        record = AttentionRecord() if attention else None
         out = self.forward({**batch, "tags": None, "_record": record})
         tags = self.crf.decode(out["emissions"], out["word_mask"])
         score = self.score_relation(out["relation_logits"]).tolist()
         shown = self._has_image(batch).tolist() if self.reports_relation else [False] * len(score)
-        return {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, shown)],
-                "attention": attention_rows(record, batch, self.tokenizer)}
+        result = {"tags": tags, "relation_score": [round(s, 6) if h else None for s, h in zip(score, shown)]}
+        if record is not None:
+            result["attention"] = attention_rows(record, batch, self.tokenizer)
+        return result
 
     @staticmethod
     def _has_image(batch: dict[str, Any]) -> torch.Tensor:

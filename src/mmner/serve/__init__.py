@@ -26,7 +26,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-               shutdown_timeout: float = 30.0) -> None:
+               shutdown_timeout: float = 30.0, attention: bool = True) -> None:
     """Load the run once and serve it with uvicorn until interrupted.
 
     On SIGTERM or Ctrl-C (SIGINT) the shutdown is graceful: uvicorn stops accepting connections, lets the
@@ -38,7 +38,7 @@ def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, l
     from mmner.api import Tagger
 
     check_port(host, port)  # before loading the model: a busy port is known at once
-    tagger = Tagger.load(run_dir, batch_size=(limits or Limits()).max_batch)
+    tagger = Tagger.load(run_dir, batch_size=(limits or Limits()).max_batch, attention=attention)
     app = create_app(tagger, limits)
     print(f"mmner: serving {tagger.name} from {run_dir} at http://{host}:{port}/ "
           "(API: /v1/tag, schema: /openapi.json)", flush=True)

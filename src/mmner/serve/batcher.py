@@ -4,13 +4,15 @@ A model call on 16 posts costs little more than on one, so under load the servic
 posts per second when concurrent requests are grouped. One worker thread owns the model:
 
 1. it blocks until a request (one or more posts) is queued;
-2. it then keeps taking queued requests until `max_wait_ms` has passed since the first one, or the
-   group holds `max_batch` posts;
+2. it then takes the requests already queued and, when there is company to wait for (a request was
+   already queued, or the previous call grouped several), keeps taking them until `max_wait_ms` has
+   passed since the first one, or the group holds `max_batch` posts;
 3. it tags the whole group in one call (`Tagger.try_tag_posts`, which isolates failing posts) and
    hands each request its own results.
 
 While the worker is busy with one group, new requests queue up and form the next, so the batch
-size grows with the load by itself, and a lone request waits at most `max_wait_ms`. The queue is a
+size grows with the load by itself, and a lone request (the previous call served one, nothing else
+is queued) is tagged at once: it waits for no one. The queue is a
 thread queue and each request gets a `concurrent.futures.Future`, so the event loop (uvicorn's, or a
 test client's) never runs the model and any number of loops may submit.
 
@@ -78,6 +80,7 @@ class MicroBatcher:
         self.refused = 0  # requests refused with QueueFull
         self._seconds_per_post = 0.0  # moving average over model calls, for retry_after
         self._queue: queue.Queue = queue.Queue()
+        self._last_group = 1  # requests in the previous model call: several mean company is likely
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -130,7 +133,8 @@ class MicroBatcher:
                 return
             group = [first]
             size = len(first.posts)
-            deadline = time.monotonic() + self.max_wait
+            company = self._last_group > 1 or not self._queue.empty()
+            deadline = time.monotonic() + (self.max_wait if company else 0.0)
             stop = False
             while size < self.max_batch:
                 remaining = deadline - time.monotonic()
@@ -174,6 +178,7 @@ class MicroBatcher:
         self.stats.posts += len(posts)
         self.stats.requests += len(live)
         self.stats.largest = max(self.stats.largest, len(live))
+        self._last_group = len(group)
         start = 0
         for r in live:
             mine = results[start : start + len(r.posts)]

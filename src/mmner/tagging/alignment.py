@@ -47,6 +47,17 @@ def word_prefix(tokenizer) -> str:
     return prefix
 
 
+_CACHE_WORDS = 200_000  # words whose pieces are kept per tokenizer (a word is tokenised alone, so always alike)
+_PIECES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _piece_cache(tokenizer) -> dict[str, list[int]]:
+    try:
+        return _PIECES.setdefault(tokenizer, {})
+    except TypeError:  # not weakly referenceable: no cache
+        return {}
+
+
 def word_pieces(tokenizer, words: list[str], max_pieces: int) -> list[list[int]]:
     """Sub-token ids per word, each word tokenised as inside running text (`word_prefix`), so its
     first sub-token carries the word-initial marker of byte-level BPE and SentencePiece. A word the
@@ -54,7 +65,13 @@ def word_pieces(tokenizer, words: list[str], max_pieces: int) -> list[list[int]]
     representation to be tagged from; a word with more pieces than fit in one window keeps its
     first `max_pieces` (only the first one is tagged)."""
     prefix = word_prefix(tokenizer)
-    encoded = tokenizer([prefix + word for word in words], add_special_tokens=False)["input_ids"]
+    cache = _piece_cache(tokenizer)
+    new = list(dict.fromkeys(word for word in words if word not in cache))
+    if new:
+        if len(cache) + len(new) > _CACHE_WORDS:
+            cache.clear()
+        cache.update(zip(new, tokenizer([prefix + word for word in new], add_special_tokens=False)["input_ids"]))
+    encoded = [cache[word] for word in words]
     unk = tokenizer.unk_token_id
     if unk is None:
         empty = next((i for i, ids in enumerate(encoded) if not ids), None)
