@@ -129,6 +129,8 @@ def test_models_with_a_relation_score(tagger):
     attention as `weights` + region `labels`, and each entity's own map (the sum over its words)."""
     import torch
 
+    from mmner import Tagger
+
     model = tagger.model
     assert not tagger.has_relation_score and not tagger.has_region_attention
 
@@ -136,19 +138,24 @@ def test_models_with_a_relation_score(tagger):
         tags = model.decode(batch)
         tags = [[model.labels.index["B-LOC"]] + row[1:] for row in tags]  # every post opens with an entity
         n = len(tags)
-        words = [[[0.1, 0.2]] + [[0.0, 0.5]] * (len(row) - 1) for row in tags]
-        attention = [{"weights": [round(sum(r[j] for r in w), 6) for j in range(2)], "words": w,
-                      "labels": ["a", "man"]} for w in words]
-        return {"tags": tags, "relation_score": torch.full((n,), 0.25), "attention": attention}
+        out = {"tags": tags, "relation_score": torch.full((n,), 0.25)}
+        if attention:
+            words = [[[0.1, 0.2]] + [[0.0, 0.5]] * (len(row) - 1) for row in tags]
+            out["attention"] = [{"weights": [round(sum(r[j] for r in w), 6) for j in range(2)], "words": w,
+                                 "labels": ["a", "man"]} for w in words]
+        return out
 
     model.predict, model.relation_score, model.region_attention = predict, True, True
     try:
         assert tagger.has_relation_score and tagger.has_region_attention
-        result = tagger("visit Paris today")
+        result = tagger("visit Paris today", attention=True)
         assert result["relation_score"] == 0.25
         assert result["attention"] == {"weights": [0.1, 1.2], "labels": ["a", "man"]}
         assert result["entities"][0]["type"] == "LOC" and result["entities"][0]["attention"] == [0.1, 0.2]
         assert [r["relation_score"] for r in tagger.batch(["a", "b", "c"])] == [0.25] * 3
+        plain = tagger("visit Paris today")  # attention only when asked (here, or Tagger(attention=True))
+        assert "attention" not in plain and "attention" not in plain["entities"][0]
+        assert "attention" in Tagger(model, tagger.config, attention=True)("visit Paris today")
     finally:
         del model.predict, model.relation_score, model.region_attention
 
@@ -191,7 +198,7 @@ def test_a_failing_post_is_isolated_within_its_model_batch(tagger):
     grouped = Tagger(tagger.model, tagger.config, batch_size=2, sort_group=4)
     calls: list[int] = []
 
-    def tag_posts(posts, batch_size=None):
+    def tag_posts(posts, batch_size=None, attention=None):
         calls.append(len(posts))
         if any(p.id == "bad" for p in posts):
             raise MmnerError("post bad: unreadable image")

@@ -87,7 +87,7 @@ def test_relation_score_and_attention_are_the_models(run, image_file):
     from mmner.inference import visual_inputs
 
     name, source, _, tagger = run
-    record = tagger(TEXT, **visual_post(source, image_file))
+    record = tagger(TEXT, **visual_post(source, image_file), attention=True)
     model = tagger.model
     post = Post("x", record["tokens"], caption="a man with a phone") if source == "caption" \
         else Post("x", record["tokens"], image_path=str(image_file))
@@ -101,6 +101,9 @@ def test_relation_score_and_attention_are_the_models(run, image_file):
         assert blind["relation_score"] is None  # no image: no relation to score
     else:
         assert "relation_score" not in record
+    lean = tagger(TEXT, **visual_post(source, image_file))  # the default: no region attention
+    assert "attention" not in lean and all("attention" not in e for e in lean["entities"])
+    assert lean["tags"] == record["tags"] and lean.get("relation_score") == record.get("relation_score")
     if model.region_attention:
         weights = record["attention"]["weights"]
         assert weights == pytest.approx(direct["attention"][0]["weights"], abs=1e-6)
@@ -124,14 +127,16 @@ def test_python_cli_and_http_give_the_same_records(run, image_file, tmp_path, mo
     if source == "grid":  # an image file on this machine, read by path in all three
         posts = [{k: v for k, v in p.items() if k != "caption"} for p in posts]
         posts[0]["image"] = posts[2]["image"] = str(image_file)
-    python = tagger.batch(posts)
+    python = tagger.batch(posts, attention=True)
     # over HTTP an image travels as base64 (the service reads no paths of its host)
     encoded = [{**p, "image": base64.b64encode(image_file.read_bytes()).decode()} if "image" in p else p for p in posts]
     with TestClient(create_app(tagger, Limits())) as client:
-        http = client.post("/v1/tag/batch", json={"posts": encoded}).json()["results"]
+        http = client.post("/v1/tag/batch?attention=true", json={"posts": encoded}).json()["results"]
+        plain = client.post("/v1/tag/batch", json={"posts": encoded}).json()["results"]
     src, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in posts))
-    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(src), "-o", str(out), "--quiet")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(src), "-o", str(out), "--attention",
+                           "--quiet")
     assert code == 0, err
     cli = [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -143,14 +148,14 @@ def test_python_cli_and_http_give_the_same_records(run, image_file, tmp_path, mo
         for key in ("id", "tokens", "tags", "entities", "visual", "relation_score", "attention", "caption"):
             assert a.get(key) == b.get(key) == c.get(key), f"{name}: post {i}, {key}: {a.get(key)} | {b.get(key)} | {c.get(key)}"
     assert [r["visual"]["input"] for r in python] == [source, "none", source]
-    # --no-attention: the same records without region attention (entities lose theirs too)
+    # by default (no --attention, no ?attention=true): the same records without region attention
     lean_out = tmp_path / "lean.jsonl"
-    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(src), "-o", str(lean_out),
-                           "--no-attention", "--quiet")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run_dir), "-i", str(src), "-o", str(lean_out), "--quiet")
     assert code == 0, err
     lean = [json.loads(line) for line in lean_out.read_text().splitlines()]
     assert any("attention" in r for r in cli) and not any("attention" in r for r in lean)
-    for full, short in zip(cli, lean):
+    for full, short, over_http in zip(cli, lean, plain):
+        assert over_http == {k: v for k, v in short.items() if k != "image"}, name  # HTTP images have no path
         assert short["tags"] == full["tags"] and short.get("relation_score") == full.get("relation_score")
         assert [{k: v for k, v in e.items() if k != "attention"} for e in full["entities"]] == short["entities"]
 

@@ -175,10 +175,10 @@ def test_a_post_the_model_cannot_tag_is_a_422_and_others_are_unaffected(tagger):
 
     real = tagger.tag_posts
 
-    def tag_posts(posts, batch_size=None):
+    def tag_posts(posts, batch_size=None, attention=None):
         if any("boom" in p.tokens for p in posts):
             raise MmnerError("post 0: no visual input for visual.source=grid: the post has no image file")
-        return real(posts, batch_size)
+        return real(posts, batch_size, attention)
 
     tagger.tag_posts = tag_posts
     try:
@@ -197,7 +197,7 @@ def test_micro_batcher_groups_concurrent_requests_and_isolates_failures():
 
     calls: list[int] = []
 
-    def tag(posts):
+    def tag(posts, attention=False):
         calls.append(len(posts))
         time.sleep(0.01)
         return [MmnerError(f"post {p.id}: bad") if p.id == "bad" else {"id": p.id} for p in posts]
@@ -234,7 +234,7 @@ def test_a_lone_request_waits_for_no_one_while_company_is_still_awaited():
     calls: list[int] = []
     release = threading.Event()
 
-    def tag(posts):
+    def tag(posts, attention=False):
         calls.append(len(posts))
         release.wait(5)
         return [{"id": p.id} for p in posts]
@@ -259,6 +259,34 @@ def test_a_lone_request_waits_for_no_one_while_company_is_still_awaited():
     started = time.perf_counter()
     batcher.submit([Post(id="late", tokens=["x"])]).result(5)
     assert time.perf_counter() - started >= 0.4 * 0.9
+    batcher.close()
+
+
+def test_a_group_computes_attention_once_for_those_who_asked():
+    """Requests that share a model call: attention is computed when any asked, and only they get it."""
+    from mmner.data.post import Post
+    from mmner.serve.batcher import MicroBatcher
+
+    calls: list[tuple[int, bool]] = []
+    release = threading.Event()
+
+    def tag(posts, attention=False):
+        calls.append((len(posts), attention))
+        release.wait(5)
+        extra = {"attention": {"weights": [1.0]}} if attention else {}
+        return [{"id": p.id, "entities": [{"type": "PER", **extra}], **extra} for p in posts]
+
+    batcher = MicroBatcher(tag, max_batch=16, max_wait_ms=50)
+    first = batcher.submit([Post(id="first", tokens=["x"])])
+    while not calls:
+        time.sleep(0.001)
+    plain = batcher.submit([Post(id="plain", tokens=["x"])])
+    asked = batcher.submit([Post(id="asked", tokens=["x"])], attention=True)
+    release.set()
+    assert first.result(5) == [{"id": "first", "entities": [{"type": "PER"}]}]
+    assert plain.result(5) == [{"id": "plain", "entities": [{"type": "PER"}]}]
+    assert asked.result(5)[0]["attention"] == {"weights": [1.0]} and "attention" in asked.result(5)[0]["entities"][0]
+    assert calls == [(1, False), (2, True)]
     batcher.close()
 
 

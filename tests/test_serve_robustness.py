@@ -71,11 +71,11 @@ def gated(tagger):
     real = tagger.try_tag_posts
     gate, entered = threading.Event(), threading.Event()
 
-    def slow(posts):
+    def slow(posts, **options):
         if any("hold" in p.tokens for p in posts):
             entered.set()
             gate.wait(10)
-        return real(posts)
+        return real(posts, **options)
 
     tagger.try_tag_posts = slow
     try:
@@ -90,7 +90,7 @@ def gated(tagger):
 def test_micro_batcher_refuses_over_its_bound_and_frees_the_places_of_answered_and_cancelled_requests():
     gate = threading.Event()
 
-    def tag(posts):
+    def tag(posts, attention=False):
         gate.wait(10)
         return [{"id": p.id} for p in posts]
 
@@ -178,13 +178,13 @@ from mmner.cli import main
 marker, release = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 real = Tagger.try_tag_posts
 
-def slow(self, posts):  # a model call that holds a post with the token `hold` until the test releases it
+def slow(self, posts, **options):  # a model call that holds a post with the token `hold` until the test releases it
     if any("hold" in p.tokens for p in posts):
         marker.touch()
         deadline = time.monotonic() + 20
         while not release.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-    return real(self, posts)
+    return real(self, posts, **options)
 
 Tagger.try_tag_posts = slow
 sys.argv = ["mmner", "serve", *sys.argv[3:]]
@@ -280,11 +280,11 @@ def test_an_unexpected_model_failure_is_a_one_line_500_and_the_posts_batched_wit
     real = tagger.tag_posts
     calls: list[list[str]] = []
 
-    def tag_posts(posts, batch_size=None):
+    def tag_posts(posts, batch_size=None, attention=None):
         calls.append([p.id for p in posts])
         if any("crash" in p.tokens for p in posts):
             raise RuntimeError("CUDA error: device-side assert triggered\nTraceback (most recent call last):\n  ...")
-        return real(posts, batch_size)
+        return real(posts, batch_size, attention)
 
     tagger.tag_posts = tag_posts
     try:
@@ -323,7 +323,7 @@ def test_a_model_call_that_fails_for_its_whole_batch_fails_that_batch_only():
     gate = threading.Event()
     calls: list[list[str]] = []
 
-    def tag(posts):
+    def tag(posts, attention=False):
         calls.append([p.id for p in posts])
         if any(p.id == "hold" for p in posts):
             gate.wait(10)
@@ -356,10 +356,10 @@ def test_a_model_call_that_fails_for_its_whole_batch_fails_that_batch_only():
 def test_a_whole_model_call_failing_is_a_500_and_the_next_requests_are_answered(tagger):
     real = tagger.try_tag_posts
 
-    def try_tag_posts(posts):
+    def try_tag_posts(posts, **options):
         if any("crash" in p.tokens for p in posts):
             raise RuntimeError("the model call failed")
-        return real(posts)
+        return real(posts, **options)
 
     tagger.try_tag_posts = try_tag_posts
     try:

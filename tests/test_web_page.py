@@ -161,7 +161,7 @@ def test_caption_model_page(browser, caption_server, sample_image, tmp_path_fact
 
     from mmner.analysis.report import caption_words
 
-    expected = httpx.post(caption_server + "/v1/tag/upload", data={"text": TEXT, "caption": CAPTION},
+    expected = httpx.post(caption_server + "/v1/tag/upload?attention=true", data={"text": TEXT, "caption": CAPTION},
                           files={"image": (sample_image.name, sample_image.read_bytes(), "image/jpeg")}).json()
     labels = expected["attention"]["labels"]
     assert any(label.startswith("##") for label in labels)  # the tiny WordPiece vocabulary splits the caption

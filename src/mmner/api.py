@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from mmner.config import Config
     from mmner.models.base import Tagger as Model
 
-__all__ = ["StagedImages", "Tagger", "entity_records", "make_post", "post_record", "read_image_bytes", "token_offsets"]
+__all__ = ["StagedImages", "Tagger", "entity_records", "make_post", "post_record", "read_image_bytes", "token_offsets",
+           "without_attention"]
 
 # What a post's image may be: a file path, a PIL image, the bytes of an image file, or nothing.
 ImageLike = Union[str, Path, "Image.Image", bytes, None]
@@ -200,6 +201,13 @@ def post_record(post: Post, tags: list[str], extras: Mapping[str, Any] | None = 
     return record
 
 
+def without_attention(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its region attention (and each entity's) left out."""
+    out = {k: v for k, v in record.items() if k != "attention"}
+    out["entities"] = [{k: v for k, v in e.items() if k != "attention"} for e in record.get("entities", [])]
+    return out
+
+
 @dataclass
 class StagedImages:
     """Images given as PIL images or bytes, written to a temporary folder so every visual pipeline
@@ -311,7 +319,7 @@ class Tagger:
     """A trained run, loaded once, that tags posts: `tagger(text, image=..., caption=...)`."""
 
     def __init__(self, model: "Model", config: "Config", run_dir: str | Path | None = None,
-                 batch_size: int = 32, sort_group: int = SORT_GROUP, attention: bool = True) -> None:
+                 batch_size: int = 32, sort_group: int = SORT_GROUP, attention: bool = False) -> None:
         if batch_size < 1 or sort_group < 1:
             raise MmnerError(f"batch_size and sort_group must be at least 1 (got {batch_size}, {sort_group})")
         self.model = model
@@ -319,14 +327,14 @@ class Tagger:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.batch_size = batch_size
         self.sort_group = sort_group
-        # Region attention in the records of models that have it (`attention`); off, the encoder runs its
-        # fastest attention kernel (docs/results/speed.md measures the difference).
+        # Region attention in the records of models that have it, by default (a call may ask otherwise);
+        # without it the encoder runs its fastest attention kernel (docs/results/speed.md: the difference).
         self.attention = attention
         self._visual: Any = None  # the run's visual inputs for new posts, built on first use
 
     @classmethod
     def load(cls, run_dir: str | Path, device: "str | torch.device | None" = None, batch_size: int = 32,
-             sort_group: int = SORT_GROUP, attention: bool = True) -> "Tagger":
+             sort_group: int = SORT_GROUP, attention: bool = False) -> "Tagger":
         """The model of a run directory written by `mmner train`, on `device` (default: GPU if any)."""
         import torch
 
@@ -354,8 +362,8 @@ class Tagger:
 
     @property
     def has_region_attention(self) -> bool:
-        """Whether the records carry region attention: the model computes it and it is not switched off."""
-        return bool(self.model.region_attention) and self.attention
+        """Whether the model computes region attention (records carry it when asked: `attention`)."""
+        return bool(self.model.region_attention)
 
     def info(self) -> dict[str, Any]:
         """Model name, encoder, visual input, labels and the run's training metrics (metrics.json)."""
@@ -376,10 +384,12 @@ class Tagger:
 
     # -- tagging ----------------------------------------------------------------------------------
     def __call__(self, text: str | None = None, image: ImageLike = None, caption: str | None = None, *,
-                 tokens: Sequence[str] | None = None, id: str | None = None) -> dict[str, Any]:
-        """Tag one post: its text (or tokens), optional image (path, PIL image or file bytes) and caption."""
+                 tokens: Sequence[str] | None = None, id: str | None = None,
+                 attention: bool | None = None) -> dict[str, Any]:
+        """Tag one post: its text (or tokens), optional image (path, PIL image or file bytes) and caption.
+        `attention`: region attention in the record (default: the tagger's `attention`)."""
         item: dict[str, Any] = {"text": text, "tokens": tokens, "image": image, "caption": caption, "id": id}
-        record = self.batch([{k: v for k, v in item.items() if v is not None}])[0]
+        record = self.batch([{k: v for k, v in item.items() if v is not None}], attention=attention)[0]
         if id is None:
             record.pop("id", None)
         return record
@@ -388,13 +398,15 @@ class Tagger:
         """Posts per length-sorted group: `sort_group` model batches of `batch_size` (default: the tagger's)."""
         return (batch_size or self.batch_size) * self.sort_group
 
-    def batch(self, posts: Iterable[PostLike], batch_size: int | None = None) -> list[dict[str, Any]]:
+    def batch(self, posts: Iterable[PostLike], batch_size: int | None = None,
+              attention: bool | None = None) -> list[dict[str, Any]]:
         """Tag many posts (texts, mappings `{id, text | tokens, image, caption}`, or `Post`s), in order.
         A post without an id gets `#<n>`, n its 1-based position (given ids of that form are refused
         unless they are the post's own number), so no record's id repeats another's."""
-        return list(self.stream(posts, batch_size))
+        return list(self.stream(posts, batch_size, attention))
 
-    def stream(self, posts: Iterable[PostLike], batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+    def stream(self, posts: Iterable[PostLike], batch_size: int | None = None,
+               attention: bool | None = None) -> Iterator[dict[str, Any]]:
         """Tag posts as they come, a group of `group_size()` posts at a time (sorted by length into
         model batches of `batch_size`, records in input order; nothing is held beyond one group)."""
         size = batch_size or self.batch_size
@@ -404,22 +416,26 @@ class Tagger:
         for item in posts:
             chunk.append(item)
             if len(chunk) == group:
-                yield from self._tag_items(chunk, index, size)
+                yield from self._tag_items(chunk, index, size, attention)
                 index += len(chunk)
                 chunk = []
         if chunk:
-            yield from self._tag_items(chunk, index, size)
+            yield from self._tag_items(chunk, index, size, attention)
 
-    def _tag_items(self, items: list[PostLike], first: int, batch_size: int | None = None) -> list[dict[str, Any]]:
+    def _tag_items(self, items: list[PostLike], first: int, batch_size: int | None = None,
+                   attention: bool | None = None) -> list[dict[str, Any]]:
         staged = StagedImages()
         try:
-            return self.tag_posts([make_post(item, first + i, staged) for i, item in enumerate(items)], batch_size)
+            posts = [make_post(item, first + i, staged) for i, item in enumerate(items)]
+            return self.tag_posts(posts, batch_size, attention)
         finally:
             staged.close()
 
-    def tag_posts(self, posts: list[Post], batch_size: int | None = None) -> list[dict[str, Any]]:
+    def tag_posts(self, posts: list[Post], batch_size: int | None = None,
+                  attention: bool | None = None) -> list[dict[str, Any]]:
         """Output records of `Post`s, in order: sorted by length into model batches of `batch_size`
-        (default: the tagger's); a bad post raises."""
+        (default: the tagger's), with region attention if `attention` (default: the tagger's); a bad
+        post raises."""
         from mmner.inference import predict_tags
 
         if not posts:
@@ -430,18 +446,19 @@ class Tagger:
 
             self._visual = visual_inputs(self.config)
         tags = predict_tags(self.model, posts, batch_size or self.batch_size, progress=False, extras=extras,
-                            visual=self._visual, attention=self.attention)
+                            visual=self._visual, attention=self.attention if attention is None else attention)
         if self._visual is not None:
             self._visual.masked.clear()  # it names every masked post: unbounded in a server or a long predict
         return [post_record(post, t, x) for post, t, x in zip(posts, tags, extras)]
 
-    def try_tag_posts(self, posts: list[Post], batch_size: int | None = None) -> list[dict[str, Any] | Exception]:
+    def try_tag_posts(self, posts: list[Post], batch_size: int | None = None,
+                      attention: bool | None = None) -> list[dict[str, Any] | Exception]:
         """`tag_posts`, except that a post that fails comes back as its exception and the others are
         tagged: the posts are tried whole first; when that fails, each run of `batch_size` posts, and
         post by post only within a run that fails."""
         size = batch_size or self.batch_size
         try:
-            return list(self.tag_posts(posts, size))
+            return list(self.tag_posts(posts, size, attention))
         except Exception as whole:  # noqa: BLE001 - isolated below
             if len(posts) == 1:
                 return [whole]
@@ -450,13 +467,13 @@ class Tagger:
             part = posts[start : start + size]
             if len(posts) > size:
                 try:
-                    out.extend(self.tag_posts(part, size))
+                    out.extend(self.tag_posts(part, size, attention))
                     continue
                 except Exception:  # noqa: BLE001 - isolated below, post by post
                     pass
             for post in part:
                 try:
-                    out.extend(self.tag_posts([post], size))
+                    out.extend(self.tag_posts([post], size, attention))
                 except Exception as exc:  # noqa: BLE001 - reported per post by the caller
                     out.append(exc)
         return out

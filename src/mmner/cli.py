@@ -143,8 +143,9 @@ def evaluate(
 
 
 # `predict` and `serve`: region attention in the records of models that compute it.
-_ATTENTION = typer.Option(True, "--attention/--no-attention", help="Region attention in each record of a model "
-                          "that has it (--no-attention: left out, and the encoder runs its fastest attention kernel).")
+_ATTENTION = typer.Option(False, "--attention/--no-attention", help="Region attention in each record of a model "
+                          "that computes it (slower: the encoder then runs its eager attention kernel, which returns "
+                          "the weights).")
 
 
 # Options of `--engine ray`, shared by `predict` and `features extract`.

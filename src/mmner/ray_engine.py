@@ -334,7 +334,7 @@ class _PredictWorker:
     answers with one `fatal` row instead (Ray passes on an exception only as its traceback's text)."""
 
     def __init__(self, run_dir: str, batch_size: int, device: str, threads: int, cwd: str,
-                 attention: bool = True) -> None:
+                 attention: bool = False) -> None:
         from mmner.api import Tagger
 
         _enter_worker(cwd, threads)
@@ -428,7 +428,7 @@ class _Writer:
 
 def predict_ray(run_dir: str | Path, input: str | Path, output: str | Path, *, batch_size: int = 32,
                 resume: bool = False, errors: str | Path | None = None,
-                options: RayOptions | None = None, attention: bool = True) -> PredictSummary:
+                options: RayOptions | None = None, attention: bool = False) -> PredictSummary:
     """`predict.predict_file` on a Ray cluster (see the module docstring). `input` is a JSON-lines
     file (`output` is then a file), or a folder or glob pattern of them (`output` is then a folder
     that gets each input's output under its name relative to the folder, or to the pattern's folder

@@ -26,7 +26,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-               shutdown_timeout: float = 30.0, attention: bool = True) -> None:
+               shutdown_timeout: float = 30.0, attention: bool = False) -> None:
     """Load the run once and serve it with uvicorn until interrupted.
 
     On SIGTERM or Ctrl-C (SIGINT) the shutdown is graceful: uvicorn stops accepting connections, lets the

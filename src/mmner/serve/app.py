@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -46,6 +46,12 @@ from mmner.errors import MmnerError
 from mmner.serve.batcher import MicroBatcher, QueueFull
 
 log = logging.getLogger("mmner")
+
+
+# `?attention=true`: region attention in the records of a model that computes it (default: `mmner serve
+# --attention`, off); without it the encoder runs its fastest attention kernel.
+ATTENTION = Query(None, description="Region attention in each record (models that compute it); default: the "
+                  "service's --attention, off.")
 
 
 @dataclass
@@ -266,7 +272,8 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         except MmnerError as exc:
             raise _error(status, f"{exc}{note}") from None
 
-    async def tag(items: list[dict[str, Any]], positions: list[int] | None = None) -> list[dict[str, Any]]:
+    async def tag(items: list[dict[str, Any]], positions: list[int] | None = None,
+                  attention: bool | None = None) -> list[dict[str, Any]]:
         """Posts (mappings for `make_post`) through the micro-batcher; temporary images removed after.
         `positions`: each post's 0-based place in the request, which names a post given without an id."""
         staged = StagedImages()
@@ -276,7 +283,8 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
             except MmnerError as exc:
                 raise _error(422, str(exc)) from None
             try:
-                return await asyncio.wrap_future(batcher.submit(posts))
+                want = tagger.attention if attention is None else attention
+                return await asyncio.wrap_future(batcher.submit(posts, want))
             except MmnerError as exc:
                 raise _error(422, str(exc)) from None
             except QueueFull as exc:  # busy: refused at once, with when to come back
@@ -324,12 +332,12 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         return info
 
     @app.post("/v1/tag")
-    async def tag_one(post: PostIn) -> dict[str, Any]:
+    async def tag_one(post: PostIn, attention: bool | None = ATTENTION) -> dict[str, Any]:
         item = await json_item(post, 0, "")
-        return public((await tag([item]))[0], post.id is not None)
+        return public((await tag([item], attention=attention))[0], post.id is not None)
 
     @app.post("/v1/tag/batch")
-    async def tag_batch(body: BatchIn) -> dict[str, Any]:
+    async def tag_batch(body: BatchIn, attention: bool | None = ATTENTION) -> dict[str, Any]:
         if not body.posts:
             raise _error(422, "posts: empty list")
         if len(body.posts) > limits.max_posts:
@@ -347,7 +355,7 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
                 if exc.status_code == 413:  # a size limit refuses the request, as for a single post
                     raise
                 out[i] = _failed(raw, str(exc.detail))
-        records = await tag([item for _, item in good], [i for i, _ in good]) if good else []
+        records = await tag([item for _, item in good], [i for i, _ in good], attention) if good else []
         for (i, _), record in zip(good, records):
             out[i] = record  # with its id: given, or `#<position>` as Tagger.batch and predict name it
         return {"results": out, "failed": len(body.posts) - len(good)}
@@ -358,6 +366,7 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
         caption: str | None = Form(None),
         id: str | None = Form(None),
         image: UploadFile | None = File(None),
+        attention: bool | None = ATTENTION,
     ) -> dict[str, Any]:
         post = PostIn(text=text, caption=caption or None, id=id or None)
         check_text(post, "")
@@ -375,6 +384,6 @@ def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
             note = f" (uploaded as {image.content_type})" if image.content_type else ""
             await check_image(raw, f"image {image.filename!r}" if image.filename else "image", 415, note)
             item["image"] = raw
-        return public((await tag([item]))[0], id is not None and id != "")
+        return public((await tag([item], attention=attention))[0], id is not None and id != "")
 
     return app

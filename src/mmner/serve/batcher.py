@@ -7,8 +7,9 @@ posts per second when concurrent requests are grouped. One worker thread owns th
 2. it then takes the requests already queued and, when there is company to wait for (a request was
    already queued, or the previous call grouped several), keeps taking them until `max_wait_ms` has
    passed since the first one, or the group holds `max_batch` posts;
-3. it tags the whole group in one call (`Tagger.try_tag_posts`, which isolates failing posts) and
-   hands each request its own results.
+3. it tags the whole group in one call (`Tagger.try_tag_posts`, which isolates failing posts), with
+   region attention when any request of the group asked for it, and hands each request its own
+   results (without the attention it did not ask for).
 
 While the worker is busy with one group, new requests queue up and form the next, so the batch
 size grows with the load by itself, and a lone request (the previous call served one, nothing else
@@ -38,6 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmner.api import without_attention
 from mmner.data.post import Post
 
 _STOP = object()
@@ -46,6 +48,7 @@ _STOP = object()
 @dataclass
 class _Request:
     posts: Sequence[Post]
+    attention: bool = False
     future: Future = field(default_factory=Future)
 
 
@@ -69,7 +72,7 @@ class QueueFull(Exception):
 class MicroBatcher:
     """Groups concurrent `submit`s into model calls of up to `max_batch` posts (see module docstring)."""
 
-    def __init__(self, tag: Callable[[list[Post]], list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, tag: Callable[..., list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0,
                  max_pending: int | None = None) -> None:
         self.tag = tag
         self.max_batch = max(1, max_batch)
@@ -84,16 +87,17 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, posts: Sequence[Post]) -> Future:
-        """A future of the posts' output records, in order; it raises the first failing post's error.
-        Raises `QueueFull` at once when the posts would take the pending ones over `max_pending`."""
+    def submit(self, posts: Sequence[Post], attention: bool = False) -> Future:
+        """A future of the posts' output records, in order (with region attention if `attention`); it
+        raises the first failing post's error. Raises `QueueFull` at once when the posts would take the
+        pending ones over `max_pending`. `tag(posts, attention=...)` is called with the group's choice."""
         n = len(posts)
         with self._lock:
             if self.max_pending is not None and self.pending and self.pending + n > self.max_pending:
                 self.refused += 1
                 raise QueueFull(self.pending, self.max_pending, self._retry_after())
             self.pending += n
-        request = _Request(posts)
+        request = _Request(posts, attention)
         request.future.add_done_callback(lambda _: self._release(n))  # answered, failed or cancelled
         self._ensure_worker()
         self._queue.put(request)
@@ -162,9 +166,10 @@ class MicroBatcher:
         if not live:
             return
         posts = [p for r in live for p in r.posts]
+        attention = any(r.attention for r in live)
         started = time.perf_counter()
         try:
-            results = list(self.tag(posts))
+            results = list(self.tag(posts, attention=attention))
             if len(results) != len(posts):
                 raise RuntimeError(f"the model call returned {len(results)} results for {len(posts)} posts")
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request of this group only
@@ -187,4 +192,4 @@ class MicroBatcher:
             if failed is not None:
                 r.future.set_exception(failed)
             else:
-                r.future.set_result(mine)
+                r.future.set_result(mine if r.attention or not attention else [without_attention(x) for x in mine])
