@@ -4,14 +4,15 @@
     python benchmarks/speed.py RUN ... --posts 200  # a quick look
 
 Posts: the Twitter-2017 test split (with their BLIP-2 captions for caption models, as the runs were trained).
-In this process, one after the other, with the same torch threads:
+In this process, with the same torch threads; the throughput passes run in interleaved rounds (every
+contender once per round, the fastest round counts), so a slow spell of the machine falls on all alike:
 
 - the Hugging Face token-classification pipeline on MiniLM-L6 (text only; its classifier is untrained, which
   costs the same as a trained one), batch 32 and batch 1: posts/s;
-- each mmner run through `Tagger.batch` (length-sorted batches of 32, each record with its visual field and,
-  where the model has them, relation score and attention), and one post at a time: posts/s, the ratio to
-  the pipeline's posts/s at the same batch size, the single-post latency p50 / p95, and the test F1 of the
-  tags of the same posts;
+- each mmner run through `Tagger.batch` (length-sorted groups of batches of 32, each record with its visual
+  field and, where the model has one, relation score; region attention only in the `--attention` rows),
+  and one post at a time: posts/s, the ratio to the pipeline's posts/s at the same batch size, the
+  single-post latency p50 / p95, and the test F1 of the tags of the same posts;
 - over HTTP: `mmner serve RUN` in a child process on a loopback port, one client sending single posts
   (`--http` requests): latency p50 / p95 (benchmarks/serve_load.py's single phase).
 """
@@ -24,6 +25,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from serve_load import percentile, phase, served
@@ -51,23 +53,18 @@ def timed(fn, repeats: int = 1) -> float:
     return best
 
 
-def hf_pipeline(texts: list[str]) -> dict[str, float]:
+def hf_pipeline():
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
     from mmner.text.encoders import resolve_encoder
 
     path = resolve_encoder("minilm-l6")
     model = AutoModelForTokenClassification.from_pretrained(path, num_labels=9)
-    tagger = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), device=-1)
-    tagger(texts[:32], batch_size=32)  # warm-up
-    out = {}
-    for batch in (32, 1):
-        seconds = timed(lambda: tagger(texts, batch_size=batch), REPEATS)
-        out[f"batch_{batch}"] = round(len(texts) / seconds, 1)
-    return out
+    return pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), device=-1)
 
 
-def mmner_run(run: Path, posts, captions: dict[str, str], single: int, attention: bool = False) -> dict:
+def mmner_run(run: Path, posts, captions: dict[str, str], attention: bool = False):
+    """The run's tagger (loaded once), its items for the posts, and its record without timings."""
     from mmner import Tagger
     from mmner.inference import score_posts
 
@@ -75,21 +72,33 @@ def mmner_run(run: Path, posts, captions: dict[str, str], single: int, attention
     uses_captions = tagger.visual_source == "caption"
     items = [{"id": p.id, "tokens": p.tokens, **({"caption": captions[p.id]} if uses_captions and p.id in captions else {})}
              for p in posts]
-    tagger.batch(items[:32])  # warm-up
-    records: list[dict] = []
-    seconds = timed(lambda: records.extend(tagger.batch(items, batch_size=32)), REPEATS)
-    f1 = score_posts(posts, [r["tags"] for r in records[-len(items):]])["f1"]
+    records = tagger.batch(items, batch_size=32)  # also the warm-up
+    info = tagger.info()
+    return tagger, items, {
+        "run": str(run), "model": info["model"], "visual_source": info["visual_source"], "attention": attention,
+        "region_attention": bool(tagger.model.region_attention),
+        "f1": score_posts(posts, [r["tags"] for r in records])["f1"], "captions": sum("caption" in i for i in items)}
+
+
+def single_latency(tagger, items, single: int) -> dict:
     latencies = []
     for item in items[:single]:
         started = time.perf_counter()
         tagger.batch([item], batch_size=1)
         latencies.append(time.perf_counter() - started)
-    info = tagger.info()
-    return {"run": str(run), "model": info["model"], "visual_source": info["visual_source"], "attention": attention,
-            "region_attention": bool(tagger.model.region_attention),
-            "batch_32": round(len(items) / seconds, 1), "batch_1": round(len(latencies) / sum(latencies), 1),
-            "latency_ms": {"p50": round(1000 * percentile(latencies, 50), 1), "p95": round(1000 * percentile(latencies, 95), 1)},
-            "f1": f1, "captions": sum("caption" in i for i in items)}
+    return {"batch_1": round(len(latencies) / sum(latencies), 1),
+            "latency_ms": {"p50": round(1000 * percentile(latencies, 50), 1),
+                           "p95": round(1000 * percentile(latencies, 95), 1)}}
+
+
+def interleaved(passes: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds of each pass, the fastest of `rounds` rounds, each round running every pass once in turn,
+    so that a slow spell of the machine falls on all of them alike."""
+    best = {name: float("inf") for name in passes}
+    for _ in range(rounds):
+        for name, fn in passes.items():
+            best[name] = min(best[name], timed(fn))
+    return best
 
 
 def http_latency(run: Path, posts, captions: dict[str, str], requests: int, attention: bool = False) -> dict:
@@ -107,7 +116,7 @@ def render(result: dict) -> str:
         "Made by `benchmarks/speed.py` in one run on this machine "
         f"({result['device']}, {result['threads']} torch threads, precision fp32), on the first {result['posts']}",
         "posts of the Twitter-2017 test split (caption models get each post's BLIP-2 caption, as in training).",
-        f"posts/s: the fastest of {REPEATS} passes over the posts, for the pipeline and mmner alike.",
+        f"posts/s: the fastest of {REPEATS} rounds, each round one pass of the pipeline and of every run in turn.",
         "Ratio: mmner's posts/s over the Hugging Face pipeline's at the same batch size (MiniLM-L6, text only).",
         "mmner: `Tagger.batch(posts, batch_size=32)` (posts in groups of 16 batches, each group sorted by length",
         "into its batches, records in input order; the pipeline's batches are in input order).",
@@ -145,19 +154,32 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     posts, captions = test_posts(args.posts)
-    result = {"device": "cpu", "threads": torch.get_num_threads(), "posts": len(posts),
-              "hf_pipeline": hf_pipeline([" ".join(p.tokens) for p in posts]), "runs": []}
-    result["commit"] = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=ROOT, capture_output=True,
-                                      text=True).stdout.strip()
+    texts = [" ".join(p.tokens) for p in posts]
+    hf = hf_pipeline()
+    hf(texts[:32], batch_size=32)  # warm-up
+    loaded = []
     for run in args.runs:
         for attention in (False, True):
-            record = mmner_run(run, posts, captions, args.single, attention)
+            tagger, items, record = mmner_run(run, posts, captions, attention)
             if attention and not record["region_attention"]:
                 break  # the model computes none
-            if args.http:
-                record["http"] = http_latency(run, posts, captions, args.http, attention)
-            result["runs"].append(record)
-            print(json.dumps(record))
+            loaded.append((tagger, items, record))
+    passes = {"hf_32": lambda: hf(texts, batch_size=32), "hf_1": lambda: hf(texts, batch_size=1)}
+    for i, (tagger, items, _) in enumerate(loaded):
+        passes[f"run_{i}"] = lambda tagger=tagger, items=items: tagger.batch(items, batch_size=32)
+    seconds = interleaved(passes, REPEATS)
+    result = {"device": "cpu", "threads": torch.get_num_threads(), "posts": len(posts),
+              "hf_pipeline": {"batch_32": round(len(posts) / seconds["hf_32"], 1),
+                              "batch_1": round(len(posts) / seconds["hf_1"], 1)}, "runs": []}
+    result["commit"] = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=ROOT, capture_output=True,
+                                      text=True).stdout.strip()
+    for i, (tagger, items, record) in enumerate(loaded):
+        record["batch_32"] = round(len(items) / seconds[f"run_{i}"], 1)
+        record.update(single_latency(tagger, items, args.single))
+        if args.http:
+            record["http"] = http_latency(Path(record["run"]), posts, captions, args.http, record["attention"])
+        result["runs"].append(record)
+        print(json.dumps(record))
     args.output.write_text(render(result))
     args.output.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")
