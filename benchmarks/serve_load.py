@@ -185,7 +185,7 @@ def model_call_cost(run_dir: Path, bodies: list[dict], n: int, threads: int | No
             "with_extras_ms": round(1000 * statistics.median(full), 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--single", type=int, default=200, help="requests in the sequential single-post phase")
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--extras-posts", type=int, default=100,
                         help="posts in the model-call phase (0: skip it)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     bodies, source = load_posts()
     options = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
@@ -244,6 +244,9 @@ def main() -> None:
         "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
                    "max_queue": info.get("limits", {}).get("max_queue")},
         "phases": results, "model_call": extras_cost,
+        "command": " ".join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=Path(__file__).resolve().parents[1],
+                                 capture_output=True, text=True).stdout.strip(),
     }
     print(f"model {record['model']} ({record['encoder']}), visual {record['visual_source']}, posts from {source}, "
           f"{record['device']} with {record['cpus']} CPUs, server threads {args.threads or 'default'}")
