@@ -104,6 +104,15 @@ def served(run_dir: Path, *options: str):
             server.kill()
 
 
+def code_commit() -> str:
+    """The checkout's commit, `+dirty` when a tracked file outside docs/results (where results go) differs."""
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results"],
+                             cwd=root, capture_output=True, text=True).stdout.strip()
+    return head + ("+dirty" if changed else "")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -245,8 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                    "max_queue": info.get("limits", {}).get("max_queue")},
         "phases": results, "model_call": extras_cost,
         "command": " ".join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=Path(__file__).resolve().parents[1],
-                                 capture_output=True, text=True).stdout.strip(),
+        "commit": code_commit(),
     }
     print(f"model {record['model']} ({record['encoder']}), visual {record['visual_source']}, posts from {source}, "
           f"{record['device']} with {record['cpus']} CPUs, server threads {args.threads or 'default'}")

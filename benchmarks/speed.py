@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from serve_load import percentile, phase, served
+from serve_load import code_commit, percentile, phase, served
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 3  # throughput: the fastest of 3 passes over the posts, for the pipeline and mmner alike
@@ -171,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"device": "cpu", "threads": torch.get_num_threads(), "posts": len(posts),
               "hf_pipeline": {"batch_32": round(len(posts) / seconds["hf_32"], 1),
                               "batch_1": round(len(posts) / seconds["hf_1"], 1)}, "runs": []}
-    result["commit"] = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=ROOT, capture_output=True,
-                                      text=True).stdout.strip()
+    result["commit"] = code_commit()
     for i, (tagger, items, record) in enumerate(loaded):
         record["batch_32"] = round(len(items) / seconds[f"run_{i}"], 1)
         record.update(single_latency(tagger, items, args.single))
