@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             after = httpx.get(base + "/healthz").json()["batching"]
             calls = after["calls"] - before["calls"]
             result["model_calls"] = calls
+            result["model_call_ms"] = round(1000 * (after["seconds"] - before["seconds"]) / calls, 2) if calls else None
             result["mean_posts_per_call"] = round((after["posts"] - before["posts"]) / calls, 1) if calls else None
             results.append(result)
 

@@ -64,6 +64,10 @@ def render(main: dict, bounded: dict, speed: dict | None) -> str:
         + (f", against {in_process} ms in process (docs/results/speed.md)" if in_process else "")
         + f": the goal of {GOAL_MS:g} ms is {'met' if p50 <= GOAL_MS else 'not met'}.",
     ]
+    inside = single.get("model_call_ms")
+    if inside is not None:
+        lines.append(f"Inside the service the model call of a single post took {inside} ms on average, so "
+                     f"{p50 - inside:.1f} ms of the p50 is the service and the client around it.")
     cost = main.get("model_call")
     if cost:
         lines.append(f"The model call alone takes {cost['tags_only_ms']} ms for one post (median of {cost['calls']}, "

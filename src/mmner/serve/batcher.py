@@ -58,6 +58,7 @@ class BatchStats:
     posts: int = 0  # posts tagged
     requests: int = 0
     largest: int = 0  # most requests grouped into one call
+    seconds: float = 0.0  # spent in model calls (seconds / calls: the mean model call, as the service sees it)
 
 
 class QueueFull(Exception):
@@ -176,10 +177,12 @@ class MicroBatcher:
             for r in live:
                 r.future.set_exception(exc)
             return
-        per_post = (time.perf_counter() - started) / max(1, len(posts))
+        spent = time.perf_counter() - started
+        per_post = spent / max(1, len(posts))
         with self._lock:
             self._seconds_per_post = per_post if not self.stats.calls else 0.8 * self._seconds_per_post + 0.2 * per_post
         self.stats.calls += 1
+        self.stats.seconds = round(self.stats.seconds + spent, 6)
         self.stats.posts += len(posts)
         self.stats.requests += len(live)
         self.stats.largest = max(self.stats.largest, len(live))
