@@ -290,6 +290,33 @@ def test_a_group_computes_attention_once_for_those_who_asked():
     batcher.close()
 
 
+def test_the_model_is_loaded_and_called_in_one_worker_thread():
+    """run_in_worker: a function runs in the thread that later makes the model calls (so torch has one
+    OpenMP team in the process); its error reaches the caller and the worker goes on."""
+    from mmner.data.post import Post
+    from mmner.errors import MmnerError
+    from mmner.serve.batcher import MicroBatcher
+
+    seen: list[str] = []
+
+    def tag(posts, attention=False):
+        seen.append(threading.current_thread().name)
+        return [{"id": p.id} for p in posts]
+
+    batcher = MicroBatcher(None, max_batch=4, max_wait_ms=0)
+    loader = batcher.run_in_worker(lambda: threading.current_thread().name).result(5)
+
+    def fails():
+        raise MmnerError("run/: no model.safetensors")
+
+    with pytest.raises(MmnerError, match="no model.safetensors"):
+        batcher.run_in_worker(fails).result(5)
+    batcher.tag = tag
+    assert batcher.submit([Post(id="a", tokens=["x"])]).result(5) == [{"id": "a"}]
+    assert seen == [loader] and loader != threading.current_thread().name
+    batcher.close()
+
+
 def test_200_concurrent_requests_on_the_loopback(tagger):
     """A real uvicorn server (thread, free port); 200 concurrent requests from httpx.AsyncClient."""
     import httpx

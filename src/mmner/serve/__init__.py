@@ -36,10 +36,15 @@ def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, l
     import uvicorn
 
     from mmner.api import Tagger
+    from mmner.serve.batcher import MicroBatcher
 
     check_port(host, port)  # before loading the model: a busy port is known at once
-    tagger = Tagger.load(run_dir, batch_size=(limits or Limits()).max_batch, attention=attention)
-    app = create_app(tagger, limits)
+    limits = limits or Limits()
+    # The model is loaded, and later called, in the micro-batcher's worker thread: one OpenMP team in the
+    # process (see mmner.serve.batcher).
+    batcher = MicroBatcher(None, limits.max_batch, limits.max_wait_ms, max_pending=limits.max_queue)
+    tagger = batcher.run_in_worker(lambda: Tagger.load(run_dir, batch_size=limits.max_batch, attention=attention)).result()
+    app = create_app(tagger, limits, batcher)
     print(f"mmner: serving {tagger.name} from {run_dir} at http://{host}:{port}/ "
           "(API: /v1/tag, schema: /openapi.json)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_timeout)

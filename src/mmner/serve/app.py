@@ -197,10 +197,13 @@ def model_inputs(tagger: Tagger) -> dict[str, Any]:
             "note": f"{name} reads the text only: images and captions would not change its tags."}
 
 
-def create_app(tagger: Tagger, limits: Limits | None = None) -> FastAPI:
-    """The service for one loaded model; the model is used by one micro-batching worker thread."""
+def create_app(tagger: Tagger, limits: Limits | None = None, batcher: MicroBatcher | None = None) -> FastAPI:
+    """The service for one loaded model; the model is used by one micro-batching worker thread (`batcher`,
+    made from `limits` when not given; `run_server` gives the one whose worker loaded the model)."""
     limits = limits or Limits()
-    batcher = MicroBatcher(tagger.try_tag_posts, limits.max_batch, limits.max_wait_ms, max_pending=limits.max_queue)
+    if batcher is None:
+        batcher = MicroBatcher(None, limits.max_batch, limits.max_wait_ms, max_pending=limits.max_queue)
+    batcher.tag = tagger.try_tag_posts
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

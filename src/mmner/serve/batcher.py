@@ -23,6 +23,12 @@ seconds (the pending posts at the recent seconds per post), instead of letting t
 bound; the service answers it with 503 and a Retry-After header. A request larger than the bound is
 admitted when nothing is pending, so that no request is refused forever.
 
+`run_in_worker(fn)` runs any function in the worker thread, e.g. loading the model there: torch's CPU
+kernels run in OpenMP thread teams, one per thread that calls them, and with a second team in the process
+(the model loaded in the main thread, tagged in the worker) libgomp stops letting its idle threads spin
+between kernels once the process holds more OpenMP threads than cores, so every kernel waits to wake
+them (`mmner serve` loads the model in the worker for this; docs/results/serve.md measures it).
+
 A model call that raises fails the requests of its group only; the worker goes on with the next
 group, and every admitted request's future is resolved, whatever the model call does. `close`
 finishes the queued requests before the worker stops (graceful shutdown).
@@ -53,6 +59,20 @@ class _Request:
 
 
 @dataclass
+class _Call:
+    fn: Callable[[], Any]
+    future: Future = field(default_factory=Future)
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self.future.set_exception(exc)
+
+
+@dataclass
 class BatchStats:
     calls: int = 0  # model calls
     posts: int = 0  # posts tagged
@@ -73,7 +93,7 @@ class QueueFull(Exception):
 class MicroBatcher:
     """Groups concurrent `submit`s into model calls of up to `max_batch` posts (see module docstring)."""
 
-    def __init__(self, tag: Callable[..., list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, tag: Callable[..., list[Any]] | None, max_batch: int = 32, max_wait_ms: float = 5.0,
                  max_pending: int | None = None) -> None:
         self.tag = tag
         self.max_batch = max(1, max_batch)
@@ -103,6 +123,13 @@ class MicroBatcher:
         self._ensure_worker()
         self._queue.put(request)
         return request.future
+
+    def run_in_worker(self, fn: Callable[[], Any]) -> Future:
+        """A future of fn(), called in the worker thread (between model calls)."""
+        call = _Call(fn)
+        self._ensure_worker()
+        self._queue.put(call)
+        return call.future
 
     def queue_state(self) -> dict[str, Any]:
         """For /healthz: pending posts, the bound, and how many requests it refused."""
@@ -136,6 +163,9 @@ class MicroBatcher:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if isinstance(first, _Call):
+                first.run()
+                continue
             group = [first]
             size = len(first.posts)
             company = self._last_group > 1 or not self._queue.empty()
@@ -150,6 +180,9 @@ class MicroBatcher:
                 if item is _STOP:
                     stop = True
                     break
+                if isinstance(item, _Call):
+                    item.run()
+                    continue
                 group.append(item)
                 size += len(item.posts)
             try:
