@@ -23,8 +23,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class ExtraTrain(Section):
+    """More training posts (`data.extra_train`): a dataset name or file, and optionally a `.tags` file
+    (`<post id>\t<tags>` per post, in the data's order) whose tags replace the data's own, e.g. an
+    ensemble's tags of unlabelled posts (benchmarks/pseudo_label.py). Their visual inputs are looked up
+    as for that dataset."""
+
+    data: str
+    tags: str | None = None
+
+
 class DataConfig(Section):
     train: str = "twitter2017:train"
+    extra_train: list[ExtraTrain] = []  # posts added to the training split (after limit_train / train_fraction)
     valid: str = "twitter2017:valid"
     test: str | None = "twitter2017:test"
     dir: str | None = None  # data dir; default: $MMNER_DATA_DIR, else ../shared/data

@@ -169,19 +169,22 @@ def visual_inputs(config: Config, dataset: str | None = None, data_dir: str | No
 
 
 def check_visual(config: Config, names: dict[str, str], posts: dict[str, list[Post]],
-                 data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+                 data_dir: str | None = None,
+                 inputs: dict[str, VisualInputs] | None = None) -> dict[str, dict[str, Any]]:
     """Per split, the visual input's identity and how many posts have no image (DESIGN §3).
 
     Applies `visual.missing` to every post up front: with `error` a post without image / caption /
     cached features stops the run here, naming it, not hours into training; with `mask` the count is
     logged and goes into metrics.json (`masked_images`), next to `visual_detail` (which captions /
-    which CNN), so no result hides how many of its posts were seen without their image.
+    which CNN), so no result hides how many of its posts were seen without their image. `inputs`: a
+    split's visual inputs when they are not those of its name (training posts from several datasets).
     """
     out: dict[str, dict[str, Any]] = {}
     for split, items in posts.items():
-        inputs = VisualInputs.from_config(config.visual, names[split], data_dir or config.data.dir)
-        report = inputs.scan(items)
-        detail = used_visual_detail(inputs, report, names[split], data_dir or config.data.dir)
+        given = (inputs or {}).get(split)
+        used = given or VisualInputs.from_config(config.visual, names[split], data_dir or config.data.dir)
+        report = used.scan(items)
+        detail = used_visual_detail(used, report, names[split], data_dir or config.data.dir)
         if config.visual.source != "none":
             log.info("visual input (%s) %s: %s", detail, split, report.summary())
         out[split] = {"visual_detail": detail, "visual_missing": config.visual.missing,

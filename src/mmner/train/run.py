@@ -17,13 +17,14 @@ import torch
 from safetensors.torch import save_model
 
 from mmner.analysis.artifacts import write_post_outputs
-from mmner.config import Config, DataConfig, load_config
+from mmner.config import Config, DataConfig, ExtraTrain, load_config
 from mmner.data import datadir
 from mmner.data.post import Post
 from mmner.data.readers import write_conll
 from mmner.errors import Interrupted, MmnerError
 from mmner.inference import (
     check_visual,
+    data_sha1,
     dataset_record,
     default_device,
     device_name,
@@ -35,6 +36,7 @@ from mmner.inference import (
 from mmner.models import registry
 from mmner.tagging.vocab import LabelVocab
 from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule
+from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
 
@@ -168,6 +170,56 @@ def training_subset(posts: list[Post], data: DataConfig, seed: int) -> list[Post
     return [posts[i] for i in keep]
 
 
+def extra_training_posts(extra: ExtraTrain, index: int, data: DataConfig, train: list[Post]) -> list[Post]:
+    """The posts of `data.extra_train[index]`, tagged by its `tags` file when it names one; their ids get the
+    data's name in front (`twitter2015:train/train-7`), so they never meet a training post's id. Every entity
+    type they use must be one the main training data has: the label set is the main data's."""
+    from dataclasses import replace
+
+    from mmner.analysis.artifacts import read_tags
+    from mmner.tagging import schemes
+
+    where = f"data.extra_train[{index}]"
+    posts = datadir.load_dataset(str(datadir.resolve(extra.data, data.dir)))
+    if extra.tags is not None:
+        if not Path(extra.tags).is_file():
+            raise MmnerError(f"{where}.tags: {extra.tags} does not exist")
+        posts = [replace(p, tags=t) for p, t in zip(posts, read_tags(extra.tags, posts))]
+    elif any(p.tags is None for p in posts):
+        raise MmnerError(f"{where}: {extra.data} has posts without tags; give a tags file (tags: ...)")
+    known = {kind for p in train for kind, _, _ in schemes.entities(p.tags or [])}
+    source = extra.tags or extra.data
+    for p in posts:
+        unknown = sorted({kind for kind, _, _ in schemes.entities(p.tags or [])} - known)
+        if unknown:
+            raise MmnerError(f"{where}: {source}: post {p.id} has entity type {unknown[0]}, which {data.train} "
+                             f"has not (its types: {', '.join(sorted(known))})")
+    return [replace(p, id=f"{extra.data}/{p.id}") for p in posts]
+
+
+def merged_inputs(config: Config, names: list[str]) -> VisualInputs:
+    """The visual inputs of training posts from several datasets: their caption files merged (image ids
+    are distinct across the Twitter datasets; an id captioned differently is an error)."""
+    from mmner.vision.captions import CaptionSource
+
+    parts = [visual_inputs(config, name) for name in names]
+    v = config.visual
+    if v.source == "none":
+        return parts[0]
+    if v.source != "caption":
+        raise MmnerError(f"data.extra_train: visual.source {v.source} is not supported with extra training data "
+                         "(none or caption)")
+    merged: dict[str, str] = {}
+    for name, part in zip(names, parts):
+        for key, caption in part.captions.captions.items():  # type: ignore[union-attr]
+            if merged.setdefault(key, caption) != caption:
+                raise MmnerError(f"data.extra_train: image {key} has different captions in {names[0]}'s and "
+                                 f"{name}'s caption files")
+    details = list(dict.fromkeys(part.captions.detail for part in parts))  # type: ignore[union-attr]
+    wheres = list(dict.fromkeys(part.captions.where for part in parts))  # type: ignore[union-attr]
+    return VisualInputs("caption", v.missing, captions=CaptionSource(merged, " + ".join(details), " + ".join(wheres)))
+
+
 def _seed_everything(seed: int) -> None:
     import lightning as L
 
@@ -228,9 +280,15 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     for split, items in posts.items():
         if split != "predict" and any(p.tags is None for p in items):
             raise MmnerError(f"{paths[split]}: {split} data has posts without gold tags")
-    log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items()))
-    visual = check_visual(config, names, posts)  # before any training: visual.missing=error stops here
+    extra = [extra_training_posts(x, i, d, posts["train"]) for i, x in enumerate(d.extra_train)]
+    posts["train"] = posts["train"] + [p for part in extra for p in part]
+    log.info("data: %s", ", ".join(f"{s} {len(p)} posts" for s, p in posts.items())
+             + "".join(f" (train: {len(part)} from {x.data}{' tagged by ' + x.tags if x.tags else ''})"
+                       for x, part in zip(d.extra_train, extra)))
     inputs = {split: visual_inputs(config, names[split]) for split in posts}
+    if d.extra_train:
+        inputs["train"] = merged_inputs(config, [names["train"], *(x.data for x in d.extra_train)])
+    visual = check_visual(config, names, posts, inputs=inputs)  # before training: visual.missing=error stops here
     params = cls.resolve_params(params, inputs["train"])  # e.g. the width of grid regions, for config.yaml
     config = config.model_copy(update={"model": params.model_dump(mode="json")})
 
@@ -334,6 +392,9 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         "train_masked_images": visual["train"]["masked_images"],
         "train_fraction": d.train_fraction,
         "train_posts": len(posts["train"]),
+        **({"extra_train": [{"data": x.data, "tags": x.tags, "posts": len(part),
+                             **({"tags_sha1": data_sha1(Path(x.tags))} if x.tags else {})}
+                            for x, part in zip(d.extra_train, extra)]} if d.extra_train else {}),
         "resumed": resume,
     }
     metrics: dict[str, Any] = {}
