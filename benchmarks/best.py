@@ -37,6 +37,12 @@ ABLATIONS = {
     "ctx-agreement": "(an addition, not a removal) the agreement loss between the views (model.agreement: 0.5)",
 }
 REFERENCES = ("bert-crf", "bert-crf-caption")
+# ideas tried on another system before they join ctx-crf: tag -> (the system it changes, what it adds)
+IDEAS = {
+    "caption-selftrain": ("bert-crf-caption", "Twitter-2015's 4000 training posts tagged by the ensemble of the seed-13 "
+                          "Twitter-2017 systems (data.extra_train; benchmarks/pseudo_label.py, docs/results/ensemble.md)"),
+}
+IDEA_DATASET = {"caption-selftrain": "twitter2017"}
 
 
 def _runs(runs_dir: Path, variant: str, dataset: str) -> list[dict]:
@@ -71,7 +77,17 @@ def _delta(vs: dict | None, resamples: int) -> str:
 
 
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
-    out: dict = {"system": [], "ablations": []}
+    out: dict = {"system": [], "ablations": [], "ideas": []}
+    for tag, (system, what) in IDEAS.items():
+        ds = IDEA_DATASET[tag]
+        tried = _runs(runs_dir / tag, system, ds)
+        if tried:
+            out["ideas"].append({"dataset": ds, "tag": tag, "system": system, "adds": what,
+                                 "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
+                                 "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
+                                                      tried, resamples, seed),
+                                 "train_minutes": [round(r["train_seconds"] / 60, 1) for r in tried],
+                                 "commits": sorted({r["git_commit"] for r in tried})})
     for ds in ("twitter2015", "twitter2017"):
         runs = _runs(runs_dir, SYSTEM, ds)
         if not runs:
@@ -130,6 +146,17 @@ def render(data: dict, resamples: int) -> str:
                      f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {', '.join(map(str, a['train_minutes']))} |")
     if not data["ablations"]:
         lines.append("| – | – | no ablation run has finished yet | | | | |")
+    lines += ["", "## Ideas tried on another system", "",
+              "Each row adds one idea to an existing system (benchmarks/runs/<tag>/), paired by seed with that system;",
+              "a positive Δ means the idea helps. The ensemble the self-training tags come from is in",
+              "docs/results/ensemble.md (voting over the systems' runs: the target a single distilled model aims at).", "",
+              "| dataset | tag | system | adds | seeds | test F1 | Δ vs the system | minutes / run |",
+              "|---|---|---|---|---|---|---|---|"]
+    for a in data.get("ideas", []):
+        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['system']} | {a['adds']} | {', '.join(map(str, a['seeds']))} | "
+                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {', '.join(map(str, a['train_minutes']))} |")
+    if not data.get("ideas"):
+        lines.append("| – | – | – | no run has finished yet | | | | |")
     runs = [run for r in data["system"] for run in r["runs"]]
     if runs:
         lines += ["", "Runs: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
