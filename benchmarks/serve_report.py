@@ -69,8 +69,9 @@ def render(main: dict, bounded: dict, speed: dict | None) -> str:
         cost = main.get("model_call")
         against = f", against {cost['tags_only_ms']} ms for the same call in the client's own process (below)" if cost else ""
         lines.append(f"Inside the service the model call of a single post took {inside} ms on average{against}, so "
-                     f"{p50 - inside:.1f} ms of the p50 is the service and the client around it: the service runs the "
-                     "model in its micro-batcher's worker thread, where the same call is slower on this machine.")
+                     f"{p50 - inside:.1f} ms of the p50 is the service and the client around it (the model is loaded and "
+                     "called in the micro-batcher's worker thread, so that the process holds one OpenMP team: "
+                     "mmner/serve/batcher.py).")
     cost = main.get("model_call")
     if cost:
         lines.append(f"The model call alone takes {cost['tags_only_ms']} ms for one post (median of {cost['calls']}, "
