@@ -39,10 +39,9 @@ ABLATIONS = {
 REFERENCES = ("bert-crf", "bert-crf-caption")
 # ideas tried on another system before they join ctx-crf: tag -> (the system it changes, what it adds)
 IDEAS = {
-    "caption-selftrain": ("bert-crf-caption", "Twitter-2015's 4000 training posts tagged by the ensemble of the seed-13 "
-                          "Twitter-2017 systems (data.extra_train; benchmarks/pseudo_label.py, docs/results/ensemble.md)"),
+    "caption-selftrain": ("bert-crf-caption", "the other dataset's training posts tagged by the ensemble of this dataset's "
+                          "seed-13 systems (data.extra_train; benchmarks/pseudo_label.py, docs/results/ensemble.md)"),
 }
-IDEA_DATASET = {"caption-selftrain": "twitter2017"}
 
 
 def _runs(runs_dir: Path, variant: str, dataset: str) -> list[dict]:
@@ -78,8 +77,7 @@ def _delta(vs: dict | None, resamples: int) -> str:
 
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
     out: dict = {"system": [], "ablations": [], "ideas": []}
-    for tag, (system, what) in IDEAS.items():
-        ds = IDEA_DATASET[tag]
+    for (tag, (system, what)), ds in ((idea, ds) for idea in IDEAS.items() for ds in ("twitter2015", "twitter2017")):
         tried = _runs(runs_dir / tag, system, ds)
         if tried:
             out["ideas"].append({"dataset": ds, "tag": tag, "system": system, "adds": what,
