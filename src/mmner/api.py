@@ -327,8 +327,8 @@ class Tagger:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.batch_size = batch_size
         self.sort_group = sort_group
-        # Region attention in the records of models that have it, by default (a call may ask otherwise);
-        # without it the encoder runs its fastest attention kernel (docs/results/speed.md: the difference).
+        # Whether records carry region attention (models that compute it) when a call does not say; off by
+        # default, so the encoder runs its fastest attention kernel (docs/results/speed.md: the difference).
         self.attention = attention
         self._visual: Any = None  # the run's visual inputs for new posts, built on first use
 
