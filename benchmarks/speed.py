@@ -30,6 +30,7 @@ from pathlib import Path
 from serve_load import code_commit, percentile, phase, served
 
 ROOT = Path(__file__).resolve().parents[1]
+INT8_F1_BUDGET = 0.2  # the most test F1 an inference speed-up may cost to be on by default
 REPEATS = 3  # throughput: the fastest of 3 passes over the posts, for the pipeline and mmner alike
 
 
@@ -62,12 +63,12 @@ def hf_pipeline():
     return pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), device=-1)
 
 
-def mmner_run(run: Path, posts, captions: dict[str, str], attention: bool = False):
+def mmner_run(run: Path, posts, captions: dict[str, str], attention: bool = False, int8: bool = False):
     """The run's tagger (loaded once), its items for the posts, and its record without timings."""
     from mmner import Tagger
     from mmner.inference import score_posts
 
-    tagger = Tagger.load(run, device="cpu", attention=attention)
+    tagger = Tagger.load(run, device="cpu", attention=attention, int8=int8)
     uses_captions = tagger.visual_source == "caption"
     items = [{"id": p.id, "tokens": p.tokens, **({"caption": captions[p.id]} if uses_captions and p.id in captions else {})}
              for p in posts]
@@ -75,6 +76,7 @@ def mmner_run(run: Path, posts, captions: dict[str, str], attention: bool = Fals
     info = tagger.info()
     return tagger, items, {
         "run": str(run), "model": info["model"], "visual_source": info["visual_source"], "attention": attention,
+        "int8": int8,
         "region_attention": bool(tagger.model.region_attention),
         "f1": score_posts(posts, [r["tags"] for r in records])["f1"], "captions": sum("caption" in i for i in items)}
 
@@ -100,9 +102,10 @@ def interleaved(passes: dict[str, Callable[[], object]], rounds: int) -> dict[st
     return best
 
 
-def http_latency(run: Path, posts, captions: dict[str, str], requests: int, attention: bool = False) -> dict:
+def http_latency(run: Path, posts, captions: dict[str, str], requests: int, attention: bool = False,
+                 int8: bool = False) -> dict:
     bodies = [{"text": " ".join(p.tokens), **({"caption": captions[p.id]} if p.id in captions else {})} for p in posts]
-    with served(run, *(["--attention"] if attention else [])) as base:
+    with served(run, *(["--attention"] if attention else []), *(["--int8"] if int8 else [])) as base:
         result = asyncio.run(phase(base, "single", lambda i: ("/v1/tag", bodies[i % len(bodies)]), requests, 1, 120.0, 1))
     return {"requests": result["requests"], "failed": result["failed"], **(result["latency_ms"] or {})}
 
@@ -123,7 +126,9 @@ def render(result: dict) -> str:
         "defaults, `POST /v1/tag`, one client on the loopback). F1: the test F1 of the tags of the same posts.",
         "Rows marked `--attention`: the same run with region attention in the records (asked for with",
         "`Tagger.load(..., attention=True)`, `mmner serve/predict --attention` or `?attention=true`; the default",
-        "leaves it out).",
+        "leaves it out). Rows marked `--int8`: the same run with its encoder's linear layers in dynamic int8",
+        "(`Tagger.load(..., int8=True)`, `mmner serve/predict --int8`; weights per output channel, activations",
+        "quantised per call; off by default, see below).",
         f"Code: commit {result.get('commit', '?')}.",
         "",
         f"Hugging Face token-classification pipeline, MiniLM-L6: {hf['batch_32']} posts/s at batch 32, "
@@ -134,11 +139,26 @@ def render(result: dict) -> str:
     ]
     for r in result["runs"]:
         http = r.get("http") or {}
-        name = f"`{Path(r['run']).name}`" + (" `--attention`" if r.get("attention") else "")
+        name = f"`{Path(r['run']).name}`" + (" `--attention`" if r.get("attention") else "") + \
+            (" `--int8`" if r.get("int8") else "")
         lines.append(f"| {name} | {r['model']} | {r['visual_source']} | {r['batch_32']} | "
                      f"{r['batch_32'] / hf['batch_32']:.2f}x | {r['batch_1']} | {r['batch_1'] / hf['batch_1']:.2f}x | "
                      f"{r['latency_ms']['p50']} | {r['latency_ms']['p95']} | {http.get('p50', '–')} | {http.get('p95', '–')} | "
                      f"{r['f1']:.2f} |")
+    int8 = [(r, plain) for r in result["runs"] if r.get("int8")
+            for plain in result["runs"] if plain["run"] == r["run"] and not plain.get("int8") and not plain.get("attention")]
+    if int8:
+        lines += ["", f"int8 against fp32, the same run (the default stays fp32 where int8 costs more than {INT8_F1_BUDGET} F1 on",
+                  "these posts):", ""]
+        for r, plain in int8:
+            cost = plain["f1"] - r["f1"]
+            http = (r.get("http") or {}).get("p50"), (plain.get("http") or {}).get("p50")
+            lines.append(f"- `{Path(r['run']).name}`: test F1 {cost:.2f} lower" if cost >= 0 else
+                         f"- `{Path(r['run']).name}`: test F1 {-cost:.2f} higher")
+            lines[-1] += (f" ({'over' if cost > INT8_F1_BUDGET else 'within'} the {INT8_F1_BUDGET} budget); single post "
+                          f"p50 {r['latency_ms']['p50']} ms vs {plain['latency_ms']['p50']} ms in process"
+                          + (f", {http[0]} vs {http[1]} ms over HTTP" if None not in http else "")
+                          + f"; batch 32 {r['batch_32'] / plain['batch_32']:.2f}x the fp32 posts/s.")
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, default=None, help="the first N test posts (default: all 723)")
     parser.add_argument("--single", type=int, default=100, help="posts for the single-post latency")
     parser.add_argument("--http", type=int, default=100, help="single-post HTTP requests per run (0: skip)")
+    parser.add_argument("--int8", action="store_true", help="also each run with its encoder in dynamic int8")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "speed.md")
     args = parser.parse_args(argv)
     import torch
@@ -158,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     hf(texts[:32], batch_size=32)  # warm-up
     loaded = []
     for run in args.runs:
-        for attention in (False, True):
-            tagger, items, record = mmner_run(run, posts, captions, attention)
+        for attention, int8 in ((False, False), (True, False), (False, True)):
+            if int8 and not args.int8:
+                continue
+            tagger, items, record = mmner_run(run, posts, captions, attention, int8)
             if attention and not record["region_attention"]:
-                break  # the model computes none
+                continue  # the model computes none
             loaded.append((tagger, items, record))
     passes = {"hf_32": lambda: hf(texts, batch_size=32), "hf_1": lambda: hf(texts, batch_size=1)}
     for i, (tagger, items, _) in enumerate(loaded):
@@ -175,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         record["batch_32"] = round(len(items) / seconds[f"run_{i}"], 1)
         record.update(single_latency(tagger, items, args.single))
         if args.http:
-            record["http"] = http_latency(Path(record["run"]), posts, captions, args.http, record["attention"])
+            record["http"] = http_latency(Path(record["run"]), posts, captions, args.http, record["attention"],
+                                          record["int8"])
         result["runs"].append(record)
         print(json.dumps(record))
     args.output.write_text(render(result))

@@ -284,3 +284,49 @@ def test_every_registry_model_tags_new_posts(name, tmp_path, tiny_model_params, 
         # an image without a caption: a pseudo-caption from the image (visual.caption_fallback), not nothing
         assert used[1]["input"] == "caption" and used[1]["from"] == "computed from the post's image"
         assert result_caption_words(used[1]["caption"])
+
+
+def test_int8_tagger_quantises_the_encoder_and_tags_like_fp32(tagger, monkeypatch, capsys, tmp_path):
+    """`Tagger.load(..., int8=True)` and `mmner predict --int8`: the transformer encoder's linear layers in
+    dynamic int8, the CRF in fp32, emissions close to fp32's, the same tags on the tiny run's posts."""
+    import json
+
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from conftest import run_cli
+    from mmner import Tagger
+    from mmner.inference import quantize_int8
+
+    fast = Tagger.load(tagger.run_dir, device="cpu", int8=True)
+    assert fast.int8 and fast.info()["int8"] and not tagger.int8 and not tagger.info()["int8"]
+    encoder_linears = [n for n, m in tagger.model.named_modules() if isinstance(m, torch.nn.Linear)
+                       and n.startswith("encoder.")]
+    assert encoder_linears and fast.model.int8_layers == len(encoder_linears)
+    quantised = dict(fast.model.named_modules())
+    assert all(isinstance(quantised[n], DynamicLinear) for n in encoder_linears)
+    assert fast.model.crf.crf.transitions.dtype == torch.float32
+    posts = [{"text": "Obama visits Paris with NASA today"}, {"text": "meet Messi at Barcelona"}]
+    assert [r["tags"] for r in fast.batch(posts)] == [r["tags"] for r in tagger.batch(posts)]
+
+    from mmner.api import make_post
+    from mmner.data.batches import loader
+
+    batch = next(iter(loader([make_post(p, i) for i, p in enumerate(posts)], tagger.model, 2, shuffle=False,
+                             gold=False)))
+    with torch.inference_mode():
+        exact, approx = tagger.model(batch)["emissions"], fast.model(batch)["emissions"]
+    assert torch.allclose(approx, exact, atol=0.05 * float(exact.abs().max())), float((approx - exact).abs().max())
+
+    lines = tmp_path / "posts.jsonl"
+    lines.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    code, out, err = run_cli(monkeypatch, capsys, "predict", str(tagger.run_dir), "-i", str(lines),
+                             "-o", str(tmp_path / "out.jsonl"), "--int8", "--quiet")
+    assert code == 0, err
+    assert [json.loads(x)["tags"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == \
+        [r["tags"] for r in fast.batch(posts)]
+
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    plain.name = "bilstm-crf"
+    with pytest.raises(MmnerError, match="bilstm-crf: no transformer encoder to quantise"):
+        quantize_int8(plain)

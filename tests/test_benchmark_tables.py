@@ -232,3 +232,26 @@ def test_summary_answers_the_question_and_compares_caption_sources(bench, monkey
     text = out.read_text()
     assert "Systems below text-only bert-crf: `fusion-cm` on twitter2017" in text
     assert "| `umt` | caption | 13, 21 |" in text and out.with_suffix(".png").is_file()
+
+
+def test_speed_table_sets_int8_rows_beside_their_fp32_run(monkeypatch):
+    """benchmarks/speed.py: an int8 row is named so, and its F1 cost and speed-up are stated against the
+    same run's fp32 row, over or within the budget for being on by default."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("speed", None)
+    import speed
+
+    def row(run: str, f1: float, p50: float, int8: bool) -> dict:
+        return {"run": f"runs/{run}", "model": "bert-crf-caption", "visual_source": "caption", "attention": False,
+                "int8": int8, "f1": f1, "batch_32": 150.0 if not int8 else 210.0, "batch_1": 60.0,
+                "latency_ms": {"p50": p50, "p95": p50 + 2}, "http": {"p50": p50 + 3, "p95": p50 + 6}}
+
+    result = {"device": "cpu", "threads": 2, "posts": 723, "commit": "abc",
+              "hf_pipeline": {"batch_32": 150.0, "batch_1": 50.0},
+              "runs": [row("caption-s13", 82.95, 14.5, False), row("caption-s13", 82.37, 10.5, True),
+                       row("crf-s13", 82.86, 12.0, False), row("crf-s13", 82.80, 9.0, True)]}
+    text = speed.render(result)
+    assert "| `caption-s13` `--int8` | bert-crf-caption | caption | 210.0 | 1.40x |" in text
+    assert ("- `caption-s13`: test F1 0.58 lower (over the 0.2 budget); single post p50 10.5 ms vs 14.5 ms in "
+            "process, 13.5 vs 17.5 ms over HTTP; batch 32 1.40x the fp32 posts/s.") in text
+    assert "- `crf-s13`: test F1 0.06 lower (within the 0.2 budget)" in text

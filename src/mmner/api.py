@@ -334,13 +334,15 @@ class Tagger:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: "str | torch.device | None" = None, batch_size: int = 32,
-             sort_group: int = SORT_GROUP, attention: bool = False) -> "Tagger":
-        """The model of a run directory written by `mmner train`, on `device` (default: GPU if any)."""
+             sort_group: int = SORT_GROUP, attention: bool = False, int8: bool = False) -> "Tagger":
+        """The model of a run directory written by `mmner train`, on `device` (default: GPU if any).
+        `int8`: the transformer encoder's linear layers in dynamic int8, on the CPU: faster, with slightly
+        different tags (docs/results/speed.md)."""
         import torch
 
         from mmner.inference import load_run
 
-        config, model = load_run(run_dir, torch.device(device) if device is not None else None)
+        config, model = load_run(run_dir, torch.device(device) if device is not None else None, int8=int8)
         return cls(model, config, run_dir, batch_size, sort_group, attention)
 
     # -- what the model is ------------------------------------------------------------------------
@@ -355,6 +357,11 @@ class Tagger:
     @property
     def visual_source(self) -> str:
         return self.config.visual.source
+
+    @property
+    def int8(self) -> bool:
+        """Whether the encoder runs in dynamic int8 (`Tagger.load(..., int8=True)`)."""
+        return bool(getattr(self.model, "int8_layers", 0))
 
     @property
     def has_relation_score(self) -> bool:
@@ -378,6 +385,7 @@ class Tagger:
             "encoder": getattr(params, "encoder", None) or getattr(params, "vectors", None),
             "visual_source": self.config.visual.source,
             "uses_visual": bool(getattr(self.model, "uses_visual", False)),
+            "int8": self.int8,
             "labels": self.model.labels.to_json(),
             "metrics": metrics,
         }

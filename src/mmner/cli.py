@@ -148,6 +148,10 @@ _ATTENTION = typer.Option(False, "--attention/--no-attention", help="Region atte
                           "the weights).")
 
 
+_INT8 = typer.Option(False, "--int8/--no-int8", help="The transformer encoder's linear layers in dynamic int8 on "
+                     "the CPU: faster single posts, slightly different tags (docs/results/speed.md measures both).")
+
+
 # Options of `--engine ray`, shared by `predict` and `features extract`.
 _ADDRESS = typer.Option(None, "--address", help="--engine ray: join this running Ray cluster (auto, HOST:6379, "
                         "ray://HOST:10001); default: start a local one (or join RAY_ADDRESS when set).")
@@ -187,6 +191,7 @@ def predict(
     errors: Optional[Path] = typer.Option(None, "--errors", help="Where failed posts go (default: <output>.errors.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     attention: bool = _ATTENTION,
+    int8: bool = _INT8,
     engine: str = typer.Option("local", "--engine", help="local: in this process; ray: on a Ray cluster (Ray Data, "
                                "one model per worker; needs pip install mmner\\[ray])."),
     address: Optional[str] = _ADDRESS,
@@ -205,14 +210,14 @@ def predict(
         from mmner.ray_engine import predict_ray
 
         summary = predict_ray(run_dir, input, output, batch_size=batch_size, resume=resume, errors=errors,
-                              options=options, attention=attention)
+                              options=options, attention=attention, int8=int8)
     else:
         from mmner.api import Tagger
         from mmner.predict import predict_file
 
         if not input.exists():
             raise MmnerError(f"{input}: no such file or folder")
-        tagger = Tagger.load(run_dir, batch_size=batch_size, attention=attention)
+        tagger = Tagger.load(run_dir, batch_size=batch_size, attention=attention, int8=int8)
         summary = predict_file(tagger, input, output, batch_size=batch_size, resume=resume, progress=not quiet,
                                errors=errors)
     typer.echo(summary.line())
@@ -240,6 +245,7 @@ def serve(
                                            "requests in flight may take to finish (seconds)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (torch's default: all cores)."),
     attention: bool = _ATTENTION,
+    int8: bool = _INT8,
 ) -> None:
     """HTTP API (POST /v1/tag, /v1/tag/batch, /v1/tag/upload; GET /v1/model, /healthz) and a web page at /."""
     from mmner.serve import Limits, run_server
@@ -250,7 +256,8 @@ def serve(
         torch.set_num_threads(max(1, threads))
     limits = Limits(max_chars=max_chars, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
                     max_wait_ms=max_wait_ms, max_queue=max_queue)
-    run_server(run_dir, host=host, port=port, limits=limits, shutdown_timeout=shutdown_timeout, attention=attention)
+    run_server(run_dir, host=host, port=port, limits=limits, shutdown_timeout=shutdown_timeout, attention=attention,
+               int8=int8)
 
 
 @app.command()

@@ -334,13 +334,13 @@ class _PredictWorker:
     answers with one `fatal` row instead (Ray passes on an exception only as its traceback's text)."""
 
     def __init__(self, run_dir: str, batch_size: int, device: str, threads: int, cwd: str,
-                 attention: bool = False) -> None:
+                 attention: bool = False, int8: bool = False) -> None:
         from mmner.api import Tagger
 
         _enter_worker(cwd, threads)
         self.batch_size, self.fatal = batch_size, None
         try:
-            self.tagger = Tagger.load(run_dir, device=device, batch_size=batch_size, attention=attention)
+            self.tagger = Tagger.load(run_dir, device=device, batch_size=batch_size, attention=attention, int8=int8)
         except MmnerError as exc:
             self.fatal = str(exc)
 
@@ -428,7 +428,7 @@ class _Writer:
 
 def predict_ray(run_dir: str | Path, input: str | Path, output: str | Path, *, batch_size: int = 32,
                 resume: bool = False, errors: str | Path | None = None,
-                options: RayOptions | None = None, attention: bool = False) -> PredictSummary:
+                options: RayOptions | None = None, attention: bool = False, int8: bool = False) -> PredictSummary:
     """`predict.predict_file` on a Ray cluster (see the module docstring). `input` is a JSON-lines
     file (`output` is then a file), or a folder or glob pattern of them (`output` is then a folder
     that gets each input's output under its name relative to the folder, or to the pattern's folder
@@ -439,6 +439,8 @@ def predict_ray(run_dir: str | Path, input: str | Path, output: str | Path, *, b
     options = options or RayOptions()
     options.check()
     gpus = options.gpus_per_worker or 0.0
+    if int8 and gpus:
+        raise MmnerError("--int8 runs on the CPU only: leave out --gpus-per-worker")
     if batch_size < 1:
         raise MmnerError(f"--batch-size {batch_size}: must be at least 1")
     read_run_config(run_dir)  # a wrong run directory fails here, not in every worker
@@ -452,7 +454,7 @@ def predict_ray(run_dir: str | Path, input: str | Path, output: str | Path, *, b
             _PredictWorker, batch_size=1, batch_format="pyarrow",
             fn_constructor_kwargs={"run_dir": str(Path(run_dir).resolve()), "batch_size": batch_size,
                                    "device": "cuda" if gpus else "cpu", "threads": options.threads, "cwd": os.getcwd(),
-                                   "attention": attention},
+                                   "attention": attention, "int8": int8},
             **pool,
         )
         _write_results(plans, summary, batch_size, options.progress,

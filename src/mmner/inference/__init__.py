@@ -10,10 +10,11 @@ from mmner.inference.run import (
     extras_summary,
     load_run,
     predict_tags,
+    quantize_int8,
     read_run_config,
     score_posts,
     visual_inputs,
 )
 
 __all__ = ["check_visual", "data_sha1", "dataset_record", "default_device", "device_name", "evaluate", "extras_summary", "load_run",
-           "predict_tags", "read_run_config", "score_posts", "visual_inputs"]
+           "predict_tags", "quantize_int8", "read_run_config", "score_posts", "visual_inputs"]

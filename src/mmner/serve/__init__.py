@@ -26,7 +26,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-               shutdown_timeout: float = 30.0, attention: bool = False) -> None:
+               shutdown_timeout: float = 30.0, attention: bool = False, int8: bool = False) -> None:
     """Load the run once and serve it with uvicorn until interrupted.
 
     On SIGTERM or Ctrl-C (SIGINT) the shutdown is graceful: uvicorn stops accepting connections, lets the
@@ -43,7 +43,8 @@ def run_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, l
     # The model is loaded, and later called, in the micro-batcher's worker thread: one OpenMP team in the
     # process (see mmner.serve.batcher).
     batcher = MicroBatcher(None, limits.max_batch, limits.max_wait_ms, max_pending=limits.max_queue)
-    tagger = batcher.run_in_worker(lambda: Tagger.load(run_dir, batch_size=limits.max_batch, attention=attention)).result()
+    tagger = batcher.run_in_worker(lambda: Tagger.load(run_dir, batch_size=limits.max_batch, attention=attention,
+                                                       int8=int8)).result()
     app = create_app(tagger, limits, batcher)
     print(f"mmner: serving {tagger.name} from {run_dir} at http://{host}:{port}/ "
           "(API: /v1/tag, schema: /openapi.json)", flush=True)
