@@ -177,3 +177,19 @@ def test_new_posts_fall_back_to_a_pseudo_caption_of_their_image(tmp_path):
 
     failed = FallbackCaptions(known, PseudoCaptionSource(captioner=broken)).resolve(post(image_id="new", image_path=str(image)))
     assert failed.text is None and "no pseudo-caption (efficientnet-lite0 weights are not installed)" in failed.problem
+
+
+def test_merged_caption_sources_keep_each_caption_and_refuse_a_clash():
+    """CaptionSource.merged (the BLIP-2 files of both datasets, extra training data's caption files): every
+    image's caption, an image captioned alike in two sources once, one captioned differently an error naming
+    both sources."""
+    a = CaptionSource({"1": "a dog", "2": "a cat"}, "BLIP-2 caption (a.txt)", "a.txt")
+    b = CaptionSource({"2": "a cat", "3": "a bird"}, "BLIP-2 caption (b.txt)", "b.txt")
+    merged = CaptionSource.merged([("a.txt", a), ("b.txt", b)], "data.extra_train")
+    assert dict(merged.captions) == {"1": "a dog", "2": "a cat", "3": "a bird"}
+    assert merged.detail == "BLIP-2 caption (a.txt) + BLIP-2 caption (b.txt)" and merged.where == "a.txt + b.txt"
+    same = CaptionSource.merged([("a.txt", a), ("again", a)], "x", detail="BLIP-2 caption (a.txt)")
+    assert same.detail == "BLIP-2 caption (a.txt)" and same.where == "a.txt"
+    clash = CaptionSource({"2": "two cats"}, "owl", "c.json")
+    with pytest.raises(MmnerError, match=r"^data.extra_train: image 2 has different captions in a.txt and c.json; hint$"):
+        CaptionSource.merged([("a.txt", a), ("b.txt", b), ("c.json", clash)], "data.extra_train", hint="; hint")

@@ -209,15 +209,9 @@ def merged_inputs(config: Config, names: list[str]) -> VisualInputs:
     if v.source != "caption":
         raise MmnerError(f"data.extra_train: visual.source {v.source} is not supported with extra training data "
                          "(none or caption)")
-    merged: dict[str, str] = {}
-    for name, part in zip(names, parts):
-        for key, caption in part.captions.captions.items():  # type: ignore[union-attr]
-            if merged.setdefault(key, caption) != caption:
-                raise MmnerError(f"data.extra_train: image {key} has different captions in {names[0]}'s and "
-                                 f"{name}'s caption files")
-    details = list(dict.fromkeys(part.captions.detail for part in parts))  # type: ignore[union-attr]
-    wheres = list(dict.fromkeys(part.captions.where for part in parts))  # type: ignore[union-attr]
-    return VisualInputs("caption", v.missing, captions=CaptionSource(merged, " + ".join(details), " + ".join(wheres)))
+    merged = CaptionSource.merged([(f"{name}'s caption file", part.captions)  # type: ignore[misc]
+                                   for name, part in zip(names, parts)], "data.extra_train")
+    return VisualInputs("caption", v.missing, captions=merged)
 
 
 def _seed_everything(seed: int) -> None:

@@ -23,7 +23,7 @@ file instead (top-k ImageNet classes, `mmner.vision.pseudo`, imported only when 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,11 @@ def dataset_of(name_or_path: str | Path | None) -> str | None:
     return None
 
 
+def _joined(parts: Iterable[str]) -> str:
+    """Each distinct part once, in order, joined with ` + `."""
+    return " + ".join(dict.fromkeys(parts))
+
+
 class CaptionSource:
     """Captions from a file (or mapping) keyed by image id, behind the post's own caption.
 
@@ -133,19 +138,28 @@ class CaptionSource:
             name = dataset_of(dataset)
             names = [name] if name else list(_DATASETS)
             paths = [datadir.caption_file(n, "blip2", data_dir) for n in names]
-            merged: dict[str, str] = {}
-            for path in paths:
-                for key, caption in read_blip2_captions(path).items():
-                    if merged.get(key, caption) != caption:
-                        raise MmnerError(f"visual.caption=blip2: image {key} has different captions in "
-                                         f"{' and '.join(map(str, paths))}; name the dataset's file instead")
-                    merged[key] = caption
             files = " + ".join(_rel(p) for p in paths)
-            return cls(merged, f"BLIP-2 caption ({files})", " + ".join(map(str, paths)))
+            return cls.merged([(str(p), cls(read_blip2_captions(p), "", str(p))) for p in paths], "visual.caption=blip2",
+                              detail=f"BLIP-2 caption ({files})", hint="; name the dataset's file instead")
         if Path(setting).expanduser().exists() or any(c in setting for c in "/\\."):
             return cls.from_file(setting)
         raise MmnerError(f"visual.caption: unknown caption source {setting!r} "
                          "(choose blip2, owl, or give the path of a JSON / BLIP-2 captions file)")
+
+    @classmethod
+    def merged(cls, sources: Sequence[tuple[str, "CaptionSource"]], setting: str, detail: str | None = None,
+               hint: str = "") -> "CaptionSource":
+        """One source of several `(name, source)` pairs whose image ids are meant not to clash: an image
+        captioned differently by two of them is an error naming both (`setting`: what asked for the
+        merge, `hint`: what to do, for the message). `detail`: default, the sources' details joined."""
+        captions: dict[str, str] = {}
+        first: dict[str, str] = {}
+        for name, source in sources:
+            for key, caption in source.captions.items():
+                if captions.setdefault(key, caption) != caption:
+                    raise MmnerError(f"{setting}: image {key} has different captions in {first[key]} and {name}{hint}")
+                first.setdefault(key, name)
+        return cls(captions, detail or _joined(s.detail for _, s in sources), _joined(s.where for _, s in sources))
 
     # -- lookup ---------------------------------------------------------------------------------
     def __len__(self) -> int:
