@@ -39,10 +39,12 @@ def phase(record: dict, name: str) -> dict:
 def render(main: dict, bounded: dict, speed: dict | None) -> str:
     single, many = phase(main, "single"), phase(main, "many-clients")
     server = main["server"]
-    in_process = None
+    in_process = row = int8 = None
     if speed:
-        row = next((r for r in speed["runs"] if r["model"] == main["model"] and not r.get("attention")), None)
+        row = next((r for r in speed["runs"] if r["model"] == main["model"] and not r.get("attention")
+                    and not r.get("int8")), None)
         in_process = row and row["latency_ms"]["p50"]
+        int8 = next((r for r in speed["runs"] if r["model"] == main["model"] and r.get("int8")), None)
     p50 = single["latency_ms"]["p50"]
     lines = [
         "# The HTTP service under load",
@@ -64,6 +66,12 @@ def render(main: dict, bounded: dict, speed: dict | None) -> str:
         + (f", against {in_process} ms in process (docs/results/speed.md)" if in_process else "")
         + f": the goal of {GOAL_MS:g} ms is {'met' if p50 <= GOAL_MS else 'not met'}.",
     ]
+    if row and int8 and row.get("http") and int8.get("http"):
+        fast = int8["http"]["p50"]
+        lines.append(f"With `mmner serve --int8` (the encoder's linear layers in dynamic int8, off by default) the same "
+                     f"model answers in {fast} ms (p50 over HTTP, docs/results/speed.md, against {row['http']['p50']} ms "
+                     f"there without it): the goal is {'met' if fast <= GOAL_MS else 'not met'} that way, at "
+                     f"{row['f1'] - int8['f1']:.2f} test F1 ({row['f1']:.2f} -> {int8['f1']:.2f}).")
     inside = single.get("model_call_ms")
     if inside is not None:
         cost = main.get("model_call")
