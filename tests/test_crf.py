@@ -77,3 +77,42 @@ def test_loss_is_the_negative_log_likelihood_over_all_paths():
         every = torch.stack([path_score(em[b, :n], p, start, trans, end) for p in paths])
         nll.append(torch.logsumexp(every, 0) - path_score(em[b, :n], tags[b, :n].tolist(), start, trans, end))
     assert torch.allclose(head.loss(em, tags, mask), torch.stack(nll).mean(), atol=1e-5)
+
+@pytest.mark.parametrize("seed", range(10))
+def test_marginals_equal_brute_force_over_all_paths(seed):
+    """forward_backward: P(tag of word t = l) summed over every path of each post's own length (posts of
+    different lengths in one batch), rows summing to 1, gradients flowing to the emissions."""
+    from mmner.tagging.crf import forward_backward
+
+    g = torch.Generator().manual_seed(seed)
+    labels, batch, length = 3, 4, 5
+    em = torch.randn(batch, length, labels, generator=g, requires_grad=True)
+    start, end = torch.randn(labels, generator=g), torch.randn(labels, generator=g)
+    trans = torch.randn(labels, labels, generator=g)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    log_marginals = forward_backward(em, mask, start, trans, end)
+    for b in range(batch):
+        n = int(lengths[b])
+        paths = list(itertools.product(range(labels), repeat=n))
+        weights = torch.stack([path_score(em[b].detach(), p, start, trans, end) for p in paths]).softmax(0)
+        expected = torch.zeros(n, labels)
+        for w, p in zip(weights, paths):
+            for t, tag in enumerate(p):
+                expected[t, tag] += w
+        assert torch.allclose(log_marginals[b, :n].exp(), expected, atol=1e-5)
+    assert torch.allclose(log_marginals.exp().sum(-1)[mask], torch.ones(int(mask.sum())), atol=1e-5)
+    log_marginals[mask].exp()[:, 0].sum().backward()
+    assert em.grad is not None and float(em.grad.abs().sum()) > 0
+
+
+def test_constrained_marginals_give_forbidden_tags_no_mass():
+    """CRFHead.log_marginals uses decoding's constrained scores: no I- tag right after O or at a post's start."""
+    vocab = LabelVocab(["PER", "LOC"])
+    head = CRFHead(vocab, constrained=True)
+    em = torch.randn(2, 4, len(vocab), generator=torch.Generator().manual_seed(0))
+    em[:, :, vocab.index["O"]] += 3.0  # O likely everywhere
+    probs = head.log_marginals(em, torch.ones(2, 4, dtype=torch.bool)).exp()
+    inside = [i for i, label in enumerate(vocab.tags) if label.startswith("I-")]
+    assert float(probs[:, 0, inside].sum()) < 1e-3  # no post starts inside an entity
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 4), atol=1e-5)

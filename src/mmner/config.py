@@ -80,6 +80,16 @@ class TrainerConfig(Section):
     limit_val_batches: Union[int, float] = 1.0
 
 
+class DistillConfig(Section):
+    """Soft targets from a teacher (`distill`): files of CRF marginals of training posts, e.g. an ensemble's
+    (benchmarks/teacher_marginals.py; format in mmner.train.distill), each for `data.train` or one of
+    `data.extra_train`'s datasets. A post with a target trains on (1 - weight) x its CRF loss + weight x the
+    KL divergence from the teacher's marginals to the model's; a batch without targets on the CRF loss."""
+
+    targets: list[str] = []
+    weight: float = Field(0.5, gt=0.0, le=1.0)
+
+
 class Config(Section):
     name: str | None = None
     seed: int = 13
@@ -88,6 +98,7 @@ class Config(Section):
     visual: VisualConfig = VisualConfig()
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
+    distill: DistillConfig = DistillConfig()
 
     def model_params(self) -> ModelParams:
         name = self.model.get("name")

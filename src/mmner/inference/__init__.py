@@ -9,6 +9,7 @@ from mmner.inference.run import (
     evaluate,
     extras_summary,
     load_run,
+    predict_marginals,
     predict_tags,
     quantize_int8,
     read_run_config,
@@ -17,4 +18,4 @@ from mmner.inference.run import (
 )
 
 __all__ = ["check_visual", "data_sha1", "dataset_record", "default_device", "device_name", "evaluate", "extras_summary", "load_run",
-           "predict_tags", "quantize_int8", "read_run_config", "score_posts", "visual_inputs"]
+           "predict_marginals", "predict_tags", "quantize_int8", "read_run_config", "score_posts", "visual_inputs"]

@@ -104,6 +104,31 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
     return out
 
 
+def predict_marginals(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
+                      visual: VisualInputs | None = None) -> list[torch.Tensor]:
+    """Each post's CRF marginals, P(label | post) for every word: a [words, labels] tensor per post, labels
+    in `model.labels.tags` order (the model's scheme), from the scores that decoding uses."""
+    if model.uses_visual and visual is None:
+        raise MmnerError(f"{model.name} is a multimodal model: give the run's visual inputs (visual=...)")
+    if model.training:
+        model.eval()
+    device = next(model.parameters()).device
+    out: list[torch.Tensor | None] = [None] * len(posts)
+    with torch.inference_mode():
+        for batch in tqdm(loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True),
+                          desc="marginals", unit="batch", disable=None if progress else True, leave=False):
+            index = batch["index"]
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            result = model({**batch, "tags": None})
+            probs = model.crf.log_marginals(result["emissions"], result["word_mask"]).exp().cpu()
+            lengths = result["word_mask"].sum(1).tolist()
+            for j, i in enumerate(index):
+                out[i] = probs[j, : int(lengths[j])]
+    for post, rows in zip(posts, out):
+        assert rows is not None and rows.shape[0] == len(post.tokens), f"post {post.id}: marginals of other length"
+    return out  # type: ignore[return-value]
+
+
 def extras_summary(extras: list[dict[str, Any]]) -> dict[str, Any]:
     """Split-level statistics of what a model computes besides tags: its relation scores r (RpBERT:
     mean, share of posts with r > 0.5) and its region attention (S_TV, RpBERT eq. 10: the attention

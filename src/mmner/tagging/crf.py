@@ -40,15 +40,45 @@ class CRFHead(nn.Module):
         with torch.autocast(emissions.device.type, enabled=False):
             return -self.crf(emissions.float(), tags, mask=mask.bool(), reduction="mean")
 
-    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """Best tag ids per post (length = number of unmasked words; masks are left-aligned)."""
-        start = self.crf.start_transitions
-        end = self.crf.end_transitions
-        trans = self.crf.transitions
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Start, transition and end scores as decoding uses them (with the constraint when `constrained`), fp32."""
+        start, end, trans = self.crf.start_transitions, self.crf.end_transitions, self.crf.transitions
         if self.constrained:
             start, end, trans = start + self.start_mask, end + self.end_mask, trans + self.trans_mask
+        return start.float(), trans.float(), end.float()
+
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log P(tag of word t = l | post) for every word and label (forward-backward over the scores that
+        decoding uses), differentiable. emissions [B, W, L], mask [B, W] left-aligned -> [B, W, L]; rows of
+        padding words are meaningless. In fp32 under mixed precision too."""
+        start, trans, end = self.scores()
         with torch.autocast(emissions.device.type, enabled=False):
-            return viterbi(emissions.float(), mask.bool(), start.float(), trans.float(), end.float())
+            return forward_backward(emissions.float(), mask.bool(), start, trans, end)
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Best tag ids per post (length = number of unmasked words; masks are left-aligned)."""
+        start, trans, end = self.scores()
+        with torch.autocast(emissions.device.type, enabled=False):
+            return viterbi(emissions.float(), mask.bool(), start, trans, end)
+
+
+def forward_backward(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor, end: torch.Tensor
+) -> torch.Tensor:
+    """Log marginals of a linear-chain CRF. emissions [B, W, L]; mask [B, W] left-aligned, at least one word
+    per post; trans[i, j] scores i -> j. alpha_t: log-sum of the paths' scores up to word t ending in each
+    label; beta_t: of the rest of the post after word t, from each label; log Z from the last word's alpha."""
+    length = emissions.shape[1]
+    alphas = [start + emissions[:, 0]]  # [B, L] each
+    for t in range(1, length):
+        step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[:, t]
+        alphas.append(torch.where(mask[:, t].unsqueeze(1), step, alphas[-1]))  # padding carries the last word's
+    betas = [end.expand_as(alphas[-1])]  # beyond a post's last word only the end score remains
+    for t in range(length - 2, -1, -1):
+        step = torch.logsumexp(trans.unsqueeze(0) + (emissions[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)
+        betas.append(torch.where(mask[:, t + 1].unsqueeze(1), step, end.expand_as(step)))
+    log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # [B]
+    return torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
 
 
 def viterbi(

@@ -30,6 +30,7 @@ from mmner.data.batches import (
 from mmner.data.post import Post
 from mmner.models.base import AuxiliaryTask, Tagger
 from mmner.tagging.scorer import score
+from mmner.train.distill import Teacher, distill_loss
 from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
@@ -175,11 +176,13 @@ class PostDataModule(L.LightningDataModule):
 
 
 class TaggerModule(L.LightningModule):
-    def __init__(self, model: Tagger, config: Config, valid_gold: list[list[str]]) -> None:
+    def __init__(self, model: Tagger, config: Config, valid_gold: list[list[str]],
+                 teacher: Teacher | None = None) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.valid_gold = valid_gold
+        self.teacher = teacher  # soft targets of the training posts (`distill`), or None
         self._predictions: list[tuple[int, list[int]]] = []
         self._epoch_start = 0.0
 
@@ -189,7 +192,15 @@ class TaggerModule(L.LightningModule):
             loss = self.trainer.datamodule.tasks[task].loss(batch)
             self.log(f"train_loss_{task}", loss, prog_bar=True, batch_size=len(batch["index"]))
             return loss
-        loss = self.model(batch)["loss"]
+        out = self.model(batch)
+        loss = out["loss"]
+        if self.teacher is not None:
+            q, has = self.teacher.targets(batch["index"], out["emissions"].shape[1])
+            if bool(has.any()):
+                log_p = self.model.crf.log_marginals(out["emissions"], out["word_mask"])
+                kl = distill_loss(log_p, q.to(log_p.device), out["word_mask"], has.to(log_p.device))
+                self.log("train_distill", kl, prog_bar=True, batch_size=int(has.sum()))
+                loss = (1.0 - self.teacher.weight) * loss + self.teacher.weight * kl
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["index"]))
         return loss
 

@@ -35,6 +35,7 @@ from mmner.inference import (
 )
 from mmner.models import registry
 from mmner.tagging.vocab import LabelVocab
+from mmner.train.distill import Teacher
 from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule
 from mmner.vision.inputs import VisualInputs
 
@@ -343,7 +344,12 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         deterministic="warn",
     )
     valid_gold = [p.tags for p in posts["valid"]]
-    module = TaggerModule(model, config, valid_gold)  # type: ignore[arg-type]
+    teacher = Teacher.from_config(config.distill.targets, config.distill.weight, d.train,
+                                  [x.data for x in d.extra_train], posts["train"], labels)
+    if teacher is not None:
+        log.info("distill: soft targets for %d of %d training posts (weight %g)",
+                 teacher.record["posts_with_targets"], len(posts["train"]), teacher.weight)
+    module = TaggerModule(model, config, valid_gold, teacher)  # type: ignore[arg-type]
     data = PostDataModule(model, posts["train"], posts["valid"], config, inputs)
     model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
     _describe_model(model)
@@ -389,6 +395,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         **({"extra_train": [{"data": x.data, "tags": x.tags, "posts": len(part),
                              **({"tags_sha1": data_sha1(Path(x.tags))} if x.tags else {})}
                             for x, part in zip(d.extra_train, extra)]} if d.extra_train else {}),
+        **({"distill": teacher.record} if teacher is not None else {}),
         "resumed": resume,
     }
     metrics: dict[str, Any] = {}

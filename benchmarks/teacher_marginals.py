@@ -1,0 +1,100 @@
+"""An ensemble's CRF marginals of posts, as soft targets for `distill` (mmner.train.distill).
+
+    python benchmarks/teacher_marginals.py --data twitter2017:train --dataset twitter2017 \\
+        --output benchmarks/teachers/twitter2017-train.by-twitter2017-systems.marginals.jsonl.gz
+    python benchmarks/teacher_marginals.py --data twitter2015:train --dataset twitter2017 \\
+        --output benchmarks/teachers/twitter2015-train.by-twitter2017-systems.marginals.jsonl.gz
+
+Members: the seed-13 MiniLM-L6 run of each system of `benchmarks/ensemble.py` on `--dataset` (or `--members`),
+as benchmarks/pseudo_label.py takes them. Each member computes the marginals P(label | post) of every word of
+the posts of `--data` (forward-backward over its CRF, with its own visual inputs for that data; the posts'
+own tags are never read); the teacher's marginals are their mean. With `--score SPLIT` the teacher's
+per-word argmax is also scored on a split with gold tags (e.g. `twitter2017:valid`), beside each member's.
+The file's header records the members and their commits, and the script's commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from pseudo_label import members_of
+from serve_load import code_commit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def member_marginals(runs_dir: Path, members: list[str], data: str, batch_size: int) -> tuple[list[str], list]:
+    """The labels (the first member's order) and, per member, each post's [words, labels] marginals."""
+    import json
+
+    from mmner.data import datadir
+    from mmner.inference import load_run, predict_marginals, visual_inputs
+
+    posts = [replace(p, tags=None) for p in datadir.load_dataset(data)]
+    labels: list[str] | None = None
+    out = []
+    for m in members:
+        config, model = load_run(runs_dir / m)
+        visual = visual_inputs(config, data) if model.uses_visual else None
+        rows = predict_marginals(model, posts, batch_size, progress=True, visual=visual)
+        own = list(model.labels.tags)
+        labels = labels or own
+        if sorted(own) != sorted(labels):
+            raise SystemExit(f"teacher_marginals: {m} has labels {own}, the first member {labels}")
+        out.append([r[:, [own.index(t) for t in labels]] for r in rows])
+        commit = json.loads((runs_dir / m / "metrics.json").read_text())["test"].get("git_commit")
+        print(f"{m} (commit {commit}): marginals of {len(posts)} posts of {data}", flush=True)
+    assert labels is not None
+    return labels, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the posts, e.g. twitter2015:train")
+    parser.add_argument("--dataset", required=True, help="the members' dataset, e.g. twitter2017")
+    parser.add_argument("--members", nargs="*", help="run names under --runs-dir (default: see above)")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--score", help="also score the teacher's argmax on this split (e.g. twitter2017:valid)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    import json
+
+    import torch
+
+    from mmner.data import datadir
+    from mmner.tagging.scorer import score
+    from mmner.train.distill import write_marginals
+
+    members = args.members or members_of(args.runs_dir, args.dataset)
+    if len(members) < 2:
+        raise SystemExit(f"teacher_marginals: {len(members)} member runs for {args.dataset}; an ensemble needs 2 or more")
+    commits = {m: json.loads((args.runs_dir / m / "metrics.json").read_text())["test"].get("git_commit") for m in members}
+    header = {"members": commits, "dataset": args.dataset, "script_commit": code_commit()}
+    if args.score:
+        labels, per_member = member_marginals(args.runs_dir, members, args.score, args.batch_size)
+        gold = [p.tags for p in datadir.load_dataset(args.score)]
+
+        def argmax_f1(rows) -> float:  # IOB2 labels; conlleval reads an I- after O as an entity's start
+            return round(score(gold, [[labels[i] for i in r.argmax(-1).tolist()] for r in rows])["f1"], 2)
+
+        mean = [torch.stack(rows).mean(0) for rows in zip(*per_member)]
+        header["score"] = {"split": args.score, "teacher_argmax_f1": argmax_f1(mean),
+                           "members_argmax_f1": {m: argmax_f1(rows) for m, rows in zip(members, per_member)}}
+        print(f"{args.score}: teacher argmax F1 {header['score']['teacher_argmax_f1']}", flush=True)
+    labels, per_member = member_marginals(args.runs_dir, members, args.data, args.batch_size)
+    posts = datadir.load_dataset(args.data)
+    mean = [torch.stack(rows).mean(0) for rows in zip(*per_member)]
+    write_marginals(args.output, args.data, labels, [(p.id, m) for p, m in zip(posts, mean)], **header)
+    confident = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / sum(m.shape[0] for m in mean)
+    print(f"wrote {args.output}: {len(posts)} posts, {len(members)} members, {100 * confident:.1f}% of words "
+          "with one label above 0.9")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

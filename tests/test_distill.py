@@ -1,0 +1,168 @@
+"""`distill`: training on a teacher's CRF marginals (mmner.train.distill): the file format, its alignment to
+the training posts, the loss, and a run that learns from it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+import torch
+
+from conftest import make_posts, tiny_config, write_corpus
+from mmner.data import datadir
+from mmner.errors import MmnerError
+from mmner.tagging.vocab import LabelVocab
+from mmner.train.distill import Teacher, distill_loss, read_marginals, write_marginals
+
+LABELS = LabelVocab(["LOC", "ORG", "OTHER", "PER"])
+
+
+def uniform(post, labels=LABELS) -> torch.Tensor:
+    return torch.full((len(post.tokens), len(labels)), 1.0 / len(labels))
+
+
+def test_marginals_files_round_trip_and_align_to_training_posts(tmp_path, tiny_corpus):
+    """Columns reordered to the model's labels; a file of an extra dataset matched to the prefixed ids that
+    training gives those posts; posts outside training skipped; the record says what was matched."""
+    train = datadir.load_dataset(str(tiny_corpus["train"]))
+    extra_path = write_corpus(tmp_path / "extra.txt", make_posts(4, 9))
+    extra = datadir.load_dataset(str(extra_path))
+    posts = train[:10] + [p.__class__(**{**p.__dict__, "id": f"{extra_path}/{p.id}"}) for p in extra]
+    reversed_labels = LABELS.tags[::-1]
+    first = torch.zeros(len(train[0].tokens), len(LABELS))
+    first[:, LABELS.index["B-PER"]] = 1.0  # the first post: every word B-PER
+    rows = [(train[0].id, first[:, [LABELS.index[t] for t in reversed_labels]])]
+    rows += [(p.id, uniform(p)) for p in train[1:]]  # train[10:] are not training posts here
+    main = tmp_path / "train.marginals.jsonl.gz"
+    write_marginals(main, str(tiny_corpus["train"]), reversed_labels, rows, members={"a": "abc"})
+    side = tmp_path / "extra.marginals.jsonl.gz"
+    write_marginals(side, str(extra_path), LABELS.tags, [(p.id, uniform(p)) for p in extra[:3]])
+
+    header, items = read_marginals(main)
+    assert header["data"] == str(tiny_corpus["train"]) and header["labels"] == reversed_labels
+    assert len(list(items)) == len(train)
+    teacher = Teacher.from_config([str(main), str(side)], 0.5, str(tiny_corpus["train"]), [str(extra_path)],
+                                  posts, LABELS)
+    assert teacher is not None
+    assert torch.equal(teacher.rows[0], first)  # back in the model's column order
+    assert all(r is not None for r in teacher.rows[:10 + 3]) and teacher.rows[-1] is None
+    assert teacher.record["posts_with_targets"] == 13 and teacher.record["train_posts"] == 14
+    assert [(f["posts"], f["data"]) for f in teacher.record["targets"]] == [(10, str(tiny_corpus["train"])),
+                                                                             (3, str(extra_path))]
+    assert teacher.record["targets"][0]["members"] == {"a": "abc"} and len(teacher.record["targets"][0]["sha1"]) == 12
+    q, has = teacher.targets([0, 13, 1], width=20)
+    assert q.shape == (3, 20, len(LABELS)) and has.tolist() == [True, False, True]
+    assert torch.equal(q[0, : len(train[0].tokens)], first) and float(q[0, len(train[0].tokens):].sum()) == 0
+    assert Teacher.from_config([], 0.5, "x", [], posts, LABELS) is None
+
+
+def test_bad_marginals_are_one_line_naming_the_file(tmp_path, tiny_corpus):
+    train = datadir.load_dataset(str(tiny_corpus["train"]))
+    name = str(tiny_corpus["train"])
+
+    def teacher(path, labels=LABELS, data=name):
+        return Teacher.from_config([str(path)], 0.5, data, [], train, labels)
+
+    with pytest.raises(MmnerError, match=r"^distill.targets\[0\]: .*nope.gz does not exist$"):
+        teacher(tmp_path / "nope.gz")
+    plain = tmp_path / "plain.gz"
+    plain.write_text("not gzip")
+    with pytest.raises(MmnerError, match="is not a gzip-compressed marginals file"):
+        teacher(plain)
+    other = tmp_path / "other.gz"
+    write_marginals(other, "twitter2015:train", LABELS.tags, [(train[0].id, uniform(train[0]))])
+    with pytest.raises(MmnerError, match=r"holds marginals of twitter2015:train, which is neither data.train"):
+        teacher(other)
+    with pytest.raises(MmnerError, match="has labels O, B-LOC"):
+        teacher(other, LabelVocab(["LOC", "PER"]), "twitter2015:train")
+    with pytest.raises(MmnerError, match="marginals are over IOB2 tags; data.scheme is bioes"):
+        teacher(other, LabelVocab(["LOC", "ORG", "OTHER", "PER"], "bioes"), "twitter2015:train")
+    short = tmp_path / "short.gz"
+    write_marginals(short, name, LABELS.tags, [(train[1].id, uniform(train[1])[:-1])])
+    with pytest.raises(MmnerError, match=rf"short.gz:2: post {train[1].id} has marginals for \d+ words, but \d+ words"):
+        teacher(short)
+    twice = tmp_path / "twice.gz"
+    write_marginals(twice, name, LABELS.tags, [(train[1].id, uniform(train[1]))] * 2)
+    with pytest.raises(MmnerError, match=rf"twice.gz:3: post {train[1].id} has a target already"):
+        teacher(twice)
+    bad = tmp_path / "bad.gz"
+    with gzip.open(bad, "wt") as f:
+        f.write(json.dumps({"format": "mmner-marginals/1", "data": name, "labels": LABELS.tags}) + "\n")
+        f.write(json.dumps({"id": train[0].id, "marginals": [[0.5, 0.5]]}) + "\n")
+    with pytest.raises(MmnerError, match=rf"bad.gz:2: post {train[0].id}: every word needs 9 probabilities"):
+        teacher(bad)
+    headless = tmp_path / "headless.gz"
+    with gzip.open(headless, "wt") as f:
+        f.write(json.dumps({"id": "x"}) + "\n")
+    with pytest.raises(MmnerError, match=r"headless.gz:1: not a marginals header"):
+        teacher(headless)
+    strangers = tmp_path / "strangers.gz"
+    write_marginals(strangers, name, LABELS.tags, [("nobody", torch.ones(1, len(LABELS)) / len(LABELS))])
+    with pytest.raises(MmnerError, match="none of its posts is a training post"):
+        teacher(strangers)
+
+
+def test_distill_loss_is_the_kl_divergence_over_words_of_posts_with_targets():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 5, generator=g, requires_grad=True)
+    log_p = logits.log_softmax(-1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    has = torch.tensor([True, True, False])
+    same = distill_loss(log_p, log_p.detach().exp(), mask, has)
+    assert abs(float(same.detach())) < 1e-6
+    q = torch.randn(3, 4, 5, generator=g).softmax(-1)
+    loss = distill_loss(log_p, q, mask, has)
+    expected = [float(sum((q[b, t] * (q[b, t].log() - log_p[b, t])).sum() for t in range(int(mask[b].sum()))))
+                for b in (0, 1)]
+    assert float(loss) == pytest.approx(sum(expected) / 2, rel=1e-5)
+    loss.backward()
+    assert float(logits.grad[2].abs().sum()) == 0.0 and float(logits.grad[0].abs().sum()) > 0  # no target: no gradient
+
+
+def test_a_run_learns_the_teachers_marginals(tmp_path, tiny_corpus, tiny_model_params):
+    """A teacher run's marginals of the training posts with PER and LOC swapped (targets that gold tags do
+    not give): a student trained on them alone (weight 1) ends much nearer to them than it starts and than
+    a run on the gold tags does; metrics.json and the training log record the distillation."""
+    import csv
+
+    from mmner.config import Config
+    from mmner.inference import load_run, predict_marginals
+    from mmner.train.run import train
+
+    raw = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=2)
+    train(Config.model_validate(raw), tmp_path / "teacher", quiet=True)
+    _, teacher = load_run(tmp_path / "teacher", torch.device("cpu"))
+    posts = datadir.load_dataset(str(tiny_corpus["train"]))
+    marginals = predict_marginals(teacher, posts, 8, progress=False)
+    assert all(torch.allclose(m.sum(-1), torch.ones(len(p.tokens)), atol=1e-4) for m, p in zip(marginals, posts))
+    tags = teacher.labels.tags
+    swap = {"B-PER": "B-LOC", "I-PER": "I-LOC", "B-LOC": "B-PER", "I-LOC": "I-PER"}
+    marginals = [m[:, [tags.index(swap.get(t, t)) for t in tags]] for m in marginals]
+    target = tmp_path / "train.marginals.jsonl.gz"
+    write_marginals(target, str(tiny_corpus["train"]), teacher.labels.tags, list(zip([p.id for p in posts], marginals)))
+
+    def distance(model) -> float:
+        mine = predict_marginals(model, posts, 8, progress=False)
+        return sum(float((t * (t.clamp_min(1e-8).log() - m.clamp_min(1e-8).log())).sum())
+                   for t, m in zip(marginals, mine)) / len(posts)
+
+    raw = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=3)
+    raw["seed"] = 11
+    raw["distill"] = {"targets": [str(target)], "weight": 1.0}
+    from mmner.models import registry
+
+    config = Config.model_validate(raw)
+    start = registry.get("bert-crf").create(config.model_params(), teacher.labels, posts)
+    before = distance(start)
+    metrics = train(config, tmp_path / "student", quiet=True)
+    _, student = load_run(tmp_path / "student", torch.device("cpu"))
+    assert distance(student) < 0.5 * before
+    del raw["distill"]
+    train(Config.model_validate(raw), tmp_path / "gold", quiet=True)
+    _, gold = load_run(tmp_path / "gold", torch.device("cpu"))
+    assert distance(student) < 0.7 * distance(gold)
+    record = metrics["test"]["distill"]
+    assert record["weight"] == 1.0 and record["posts_with_targets"] == len(posts) == record["train_posts"]
+    with open(tmp_path / "student" / "train_log.csv") as f:
+        assert any(row.get("train_distill") for row in csv.DictReader(f))
