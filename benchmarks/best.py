@@ -41,6 +41,9 @@ REFERENCES = ("bert-crf", "bert-crf-caption")
 IDEAS = {
     "caption-selftrain": ("bert-crf-caption", "the other dataset's training posts tagged by the ensemble of this dataset's "
                           "seed-13 systems (data.extra_train; benchmarks/pseudo_label.py, docs/results/ensemble.md)"),
+    "caption-distill": ("bert-crf-caption", "caption-selftrain's extra posts, and every training post also trained "
+                        "towards the mean CRF marginals of the same ensemble (distill, weight 0.5; "
+                        "benchmarks/teacher_marginals.py)"),
 }
 
 
