@@ -55,6 +55,12 @@ def device_cell(records: list[dict]) -> str:
     return ", ".join(sorted({f"{r['device']} {r.get('trainer_precision', '32-true')}" for r in records}))
 
 
+def commits_cell(record: dict) -> str:
+    """`commit X`, or `commits X, Y` for a run resumed from other code (metrics.json `git_commits`)."""
+    commits = record.get("git_commits") or [record.get("git_commit")]
+    return f"commit{'s' if len(commits) > 1 else ''} {', '.join(str(c) for c in commits)}"
+
+
 def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -132,7 +138,7 @@ def table(runs_dir: Path, output: Path) -> None:
             )
         )
     lines += ["", "Per run (git commit of the code that trained it):", ""]
-    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, {r['train_seconds']:.0f} s, commit {r['git_commit']}" for r in records]
+    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, {r['train_seconds']:.0f} s, {commits_cell(r)}" for r in records]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
     output.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")

@@ -88,7 +88,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                                  "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
                                                       tried, resamples, seed),
                                  "train_minutes": [round(r["train_seconds"] / 60, 1) for r in tried],
-                                 "commits": sorted({r["git_commit"] for r in tried})})
+                                 "commits": sorted({c for r in tried for c in r.get("git_commits") or [r["git_commit"]]})})
     for ds in ("twitter2015", "twitter2017"):
         runs = _runs(runs_dir, SYSTEM, ds)
         if not runs:
@@ -97,7 +97,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                "f1_std": round(statistics.stdev(r["f1"] for r in runs), 2) if len(runs) > 1 else None,
                "f1_cell": _f1(runs), "goal": GOAL[ds], "train_minutes": [round(r["train_seconds"] / 60, 1) for r in runs],
                "epochs": [f"{r['epochs']} ({r['best_epoch']})" for r in runs], "device": device_cell(runs),
-               "runs": [r["run"] for r in runs], "commits": sorted({r["git_commit"] for r in runs})}
+               "runs": [r["run"] for r in runs], "commits": sorted({c for r in runs for c in r.get("git_commits") or [r["git_commit"]]})}
         for ref in REFERENCES:
             row[f"vs_{ref}"] = _paired(runs_dir, runs_dir, _runs(runs_dir, ref, ds), runs_dir, runs, resamples, seed)
         out["system"].append(row)

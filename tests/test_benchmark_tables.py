@@ -255,3 +255,9 @@ def test_speed_table_sets_int8_rows_beside_their_fp32_run(monkeypatch):
     assert ("- `caption-s13`: test F1 0.58 lower (over the 0.2 budget); single post p50 10.5 ms vs 14.5 ms in "
             "process, 13.5 vs 17.5 ms over HTTP; batch 32 1.40x the fp32 posts/s.") in text
     assert "- `crf-s13`: test F1 0.06 lower (within the 0.2 budget)" in text
+
+
+def test_a_resumed_runs_commits_are_all_named(bench):
+    baselines, _, _ = bench
+    assert baselines.commits_cell({"git_commit": "abc"}) == "commit abc"
+    assert baselines.commits_cell({"git_commit": "def", "git_commits": ["abc", "def"]}) == "commits abc, def"

@@ -204,7 +204,17 @@ def test_a_stopped_training_says_so_and_resumes(monkeypatch, capsys, tmp_path, t
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
     monkeypatch.setattr(TaggerModule, "training_step", step)
+    from mmner.train import run as train_run
+
+    monkeypatch.setattr(train_run, "git_commit", lambda: "b" * 40)  # the resume from other code
+    first = json.loads((run_dir / "starts.jsonl").read_text())
     rc, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--output", str(run_dir),
                          "--resume", "--quiet")
     assert rc == 0, err
-    assert json.loads((run_dir / "metrics.json").read_text())["test"]["epochs"] == 2
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert test["epochs"] == 2
+    # both starts' code is named: the first start's commit (this checkout's), then the resume's
+    assert first["resumed"] is False and test["git_commit"] == "b" * 40
+    assert test["git_commits"] == [first["commit"], "b" * 40]
+    starts = [json.loads(x) for x in (run_dir / "starts.jsonl").read_text().splitlines()]
+    assert [x["resumed"] for x in starts] == [False, True] and all(x["at"] for x in starts)
