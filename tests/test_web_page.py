@@ -153,6 +153,20 @@ def test_text_only_model_page(browser, text_server, tmp_path_factory):
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
 
+def test_an_int8_model_says_so(browser, tmp_path_factory, tiny_encoder, tiny_corpus):
+    """`mmner serve --int8`: the page names the int8 encoder and that the run's F1 was measured in fp32."""
+    from selenium.webdriver.common.by import By
+
+    from mmner import Tagger
+    from mmner.serve import create_app
+
+    tagger = Tagger.load(tiny_run_dir(tmp_path_factory, tiny_encoder, tiny_corpus), device="cpu", int8=True)
+    with live_server(create_app(tagger)) as base:
+        open_page(browser, base, "bert-crf")
+        line = browser.find_element(By.ID, "model").text
+    assert re.match(r"bert-crf \(.+, int8\), text only, test F1 [0-9.]+ \(in fp32\)$", line), line
+
+
 def test_caption_model_page(browser, caption_server, sample_image, tmp_path_factory):
     """A caption model: caption and image inputs; its caption attention as one bar per caption word, the
     word beside its bar, and a scale under the bars."""
