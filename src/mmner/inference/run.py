@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
+def _sorted_batches(model: Tagger, posts: list[Post], batch_size: int, visual: VisualInputs | None, progress: bool,
+                    desc: str) -> Iterator[dict[str, Any]]:
+    """The posts' model batches on the model's device, in length order (little padding; each batch's `index`
+    says whose rows are whose), the model in eval mode; a progress bar when `progress` and stderr is a terminal."""
+    if model.uses_visual and visual is None:
+        raise MmnerError(f"{model.name} is a multimodal model: tag posts with the run's visual inputs "
+                         "(visual=mmner.inference.visual_inputs(config))")
+    if model.training:
+        model.eval()
+    device = next(model.parameters()).device
+    for batch in tqdm(loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True), desc=desc,
+                      unit="batch", disable=None if progress else True, leave=False):  # None: no bar off a terminal
+        yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progress: bool = True,
                  extras: list[dict[str, Any]] | None = None, visual: VisualInputs | None = None,
                  attention: bool = True) -> list[list[str]]:
@@ -72,22 +88,11 @@ def predict_tags(model: Tagger, posts: list[Post], batch_size: int = 64, progres
     -> {"tags": ids per post, "relation_score": [B], "attention": [B, R], ...}`) the post's row of
     every other key (region `attention` only with `attention`).
     """
-    if model.uses_visual and visual is None:
-        raise MmnerError(f"{model.name} is a multimodal model: tag posts with the run's visual inputs "
-                         "(predict_tags(..., visual=mmner.inference.visual_inputs(config)))")
-    if model.training:
-        model.eval()
-    device = next(model.parameters()).device
-    # Batches in length order (little padding); results go back to post order by each item's index.
     ids: list[list[int] | None] = [None] * len(posts)
     rows: list[dict[str, Any]] = [{} for _ in posts]
     with torch.inference_mode():
-        for batch in tqdm(
-            loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True), desc="tagging",
-            unit="batch", disable=None if progress else True, leave=False,  # None: no bar when stderr is not a terminal
-        ):
+        for batch in _sorted_batches(model, posts, batch_size, visual, progress, "tagging"):
             index, used = batch["index"], batch["visual_used"]
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if extras is not None and hasattr(model, "predict"):
                 result = dict(model.predict(batch, attention=attention))
                 ids_per_post = result.pop("tags")
@@ -108,17 +113,10 @@ def predict_marginals(model: Tagger, posts: list[Post], batch_size: int = 64, pr
                       visual: VisualInputs | None = None) -> list[torch.Tensor]:
     """Each post's CRF marginals, P(label | post) for every word: a [words, labels] tensor per post, labels
     in `model.labels.tags` order (the model's scheme), from the scores that decoding uses."""
-    if model.uses_visual and visual is None:
-        raise MmnerError(f"{model.name} is a multimodal model: give the run's visual inputs (visual=...)")
-    if model.training:
-        model.eval()
-    device = next(model.parameters()).device
     out: list[torch.Tensor | None] = [None] * len(posts)
     with torch.inference_mode():
-        for batch in tqdm(loader(posts, model, batch_size, shuffle=False, visual=visual, gold=False, sort=True),
-                          desc="marginals", unit="batch", disable=None if progress else True, leave=False):
+        for batch in _sorted_batches(model, posts, batch_size, visual, progress, "marginals"):
             index = batch["index"]
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             result = model({**batch, "tags": None})
             probs = model.crf.log_marginals(result["emissions"], result["word_mask"]).exp().cpu()
             lengths = result["word_mask"].sum(1).tolist()
