@@ -32,15 +32,21 @@ def members_of(runs_dir: Path, dataset: str) -> list[str]:
     return [r["run"] for s in SYSTEMS for r in records if variant_of(r["run"]) == s and r["seed"] == 13]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="the posts to tag, e.g. twitter2015:train")
-    parser.add_argument("--dataset", required=True, help="the members' dataset, e.g. twitter2017 (k on its valid split)")
+def member_arguments(doc: str, dataset_help: str) -> argparse.ArgumentParser:
+    """The arguments of a script whose ensemble of member runs reads posts: --data, --dataset, --members,
+    --runs-dir, --output, --batch-size."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the posts, e.g. twitter2015:train")
+    parser.add_argument("--dataset", required=True, help=dataset_help)
     parser.add_argument("--members", nargs="*", help="run names under --runs-dir (default: see above)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = member_arguments(__doc__, "the members' dataset, e.g. twitter2017 (k on its valid split)").parse_args(argv)
 
     from mmner.analysis.artifacts import write_tags
     from mmner.analysis.ensemble import best_min_votes, vote

@@ -15,15 +15,12 @@ The file's header records the members and their commits, and the script's commit
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from pseudo_label import members_of
+from pseudo_label import member_arguments, members_of
 from serve_load import code_commit
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def member_marginals(runs_dir: Path, members: list[str], data: str, batch_size: int) -> tuple[list[str], list]:
@@ -52,14 +49,8 @@ def member_marginals(runs_dir: Path, members: list[str], data: str, batch_size: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="the posts, e.g. twitter2015:train")
-    parser.add_argument("--dataset", required=True, help="the members' dataset, e.g. twitter2017")
-    parser.add_argument("--members", nargs="*", help="run names under --runs-dir (default: see above)")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
-    parser.add_argument("--output", type=Path, required=True)
+    parser = member_arguments(__doc__, "the members' dataset, e.g. twitter2017")
     parser.add_argument("--score", help="also score the teacher's argmax on this split (e.g. twitter2017:valid)")
-    parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
 
     import json

@@ -19,15 +19,21 @@ def brute_force(em, start, trans, end):
     return list(max(itertools.product(range(labels), repeat=n), key=lambda p: float(path_score(em, p, start, trans, end))))
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_viterbi_equals_brute_force(seed):
+def random_chain(seed: int, labels: int = 3, batch: int = 4, length: int = 5):
+    """Random CRF scores for `batch` posts of random lengths 1..length: (em, start, trans, end, lengths, mask)."""
     g = torch.Generator().manual_seed(seed)
-    labels, batch, length = 3, 4, 5
     em = torch.randn(batch, length, labels, generator=g)
     start, end = torch.randn(labels, generator=g), torch.randn(labels, generator=g)
     trans = torch.randn(labels, labels, generator=g)
     lengths = torch.randint(1, length + 1, (batch,), generator=g)
     mask = torch.arange(length)[None, :] < lengths[:, None]
+    return em, start, trans, end, lengths, mask
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_viterbi_equals_brute_force(seed):
+    em, start, trans, end, lengths, mask = random_chain(seed)
+    batch = em.shape[0]
     paths = viterbi(em, mask, start, trans, end)
     for b in range(batch):
         n = int(lengths[b])
@@ -84,13 +90,9 @@ def test_marginals_equal_brute_force_over_all_paths(seed):
     different lengths in one batch), rows summing to 1, gradients flowing to the emissions."""
     from mmner.tagging.crf import forward_backward
 
-    g = torch.Generator().manual_seed(seed)
-    labels, batch, length = 3, 4, 5
-    em = torch.randn(batch, length, labels, generator=g, requires_grad=True)
-    start, end = torch.randn(labels, generator=g), torch.randn(labels, generator=g)
-    trans = torch.randn(labels, labels, generator=g)
-    lengths = torch.randint(1, length + 1, (batch,), generator=g)
-    mask = torch.arange(length)[None, :] < lengths[:, None]
+    em, start, trans, end, lengths, mask = random_chain(seed)
+    em.requires_grad_(True)
+    batch, labels = em.shape[0], em.shape[2]
     log_marginals = forward_backward(em, mask, start, trans, end)
     for b in range(batch):
         n = int(lengths[b])
