@@ -44,6 +44,8 @@ IDEAS = {
     "caption-distill": ("bert-crf-caption", "caption-selftrain's extra posts, and every training post also trained "
                         "towards the mean CRF marginals of the same ensemble (distill, weight 0.5; "
                         "benchmarks/teacher_marginals.py)"),
+    "caption-distill-own": ("bert-crf-caption", "the ensemble's mean CRF marginals of the dataset's own training posts "
+                            "only (distill, weight 0.5; no extra posts)"),
 }
 
 
