@@ -55,9 +55,14 @@ def device_cell(records: list[dict]) -> str:
     return ", ".join(sorted({f"{r['device']} {r.get('trainer_precision', '32-true')}" for r in records}))
 
 
+def run_commits(record: dict) -> list:
+    """The commits of every start of a run (metrics.json `git_commits`; older runs record only `git_commit`)."""
+    return record.get("git_commits") or [record.get("git_commit")]
+
+
 def commits_cell(record: dict) -> str:
-    """`commit X`, or `commits X, Y` for a run resumed from other code (metrics.json `git_commits`)."""
-    commits = record.get("git_commits") or [record.get("git_commit")]
+    """`commit X`, or `commits X, Y` for a run resumed from other code."""
+    commits = run_commits(record)
     return f"commit{'s' if len(commits) > 1 else ''} {', '.join(str(c) for c in commits)}"
 
 

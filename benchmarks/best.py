@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from baselines import collect, device_cell, variant_of
+from baselines import collect, device_cell, run_commits, variant_of
 from compare import _dataset
 from leaderboard import arguments, post_counts
 from summary import _p
@@ -90,7 +90,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                                  "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
                                                       tried, resamples, seed),
                                  "train_minutes": [round(r["train_seconds"] / 60, 1) for r in tried],
-                                 "commits": sorted({c for r in tried for c in r.get("git_commits") or [r["git_commit"]]})})
+                                 "commits": sorted({c for r in tried for c in run_commits(r)})})
     for ds in ("twitter2015", "twitter2017"):
         runs = _runs(runs_dir, SYSTEM, ds)
         if not runs:
@@ -99,7 +99,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                "f1_std": round(statistics.stdev(r["f1"] for r in runs), 2) if len(runs) > 1 else None,
                "f1_cell": _f1(runs), "goal": GOAL[ds], "train_minutes": [round(r["train_seconds"] / 60, 1) for r in runs],
                "epochs": [f"{r['epochs']} ({r['best_epoch']})" for r in runs], "device": device_cell(runs),
-               "runs": [r["run"] for r in runs], "commits": sorted({c for r in runs for c in r.get("git_commits") or [r["git_commit"]]})}
+               "runs": [r["run"] for r in runs], "commits": sorted({c for r in runs for c in run_commits(r)})}
         for ref in REFERENCES:
             row[f"vs_{ref}"] = _paired(runs_dir, runs_dir, _runs(runs_dir, ref, ds), runs_dir, runs, resamples, seed)
         out["system"].append(row)

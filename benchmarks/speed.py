@@ -153,12 +153,12 @@ def render(result: dict) -> str:
         for r, plain in int8:
             cost = plain["f1"] - r["f1"]
             http = (r.get("http") or {}).get("p50"), (plain.get("http") or {}).get("p50")
-            lines.append(f"- `{Path(r['run']).name}`: test F1 {cost:.2f} lower" if cost >= 0 else
-                         f"- `{Path(r['run']).name}`: test F1 {-cost:.2f} higher")
-            lines[-1] += (f" ({'over' if cost > INT8_F1_BUDGET else 'within'} the {INT8_F1_BUDGET} budget); single post "
-                          f"p50 {r['latency_ms']['p50']} ms vs {plain['latency_ms']['p50']} ms in process"
-                          + (f", {http[0]} vs {http[1]} ms over HTTP" if None not in http else "")
-                          + f"; batch 32 {r['batch_32'] / plain['batch_32']:.2f}x the fp32 posts/s.")
+            change = f"{cost:.2f} lower" if cost >= 0 else f"{-cost:.2f} higher"
+            lines.append(f"- `{Path(r['run']).name}`: test F1 {change} ({'over' if cost > INT8_F1_BUDGET else 'within'} "
+                         f"the {INT8_F1_BUDGET} budget); single post p50 {r['latency_ms']['p50']} ms vs "
+                         f"{plain['latency_ms']['p50']} ms in process"
+                         + (f", {http[0]} vs {http[1]} ms over HTTP" if None not in http else "")
+                         + f"; batch 32 {r['batch_32'] / plain['batch_32']:.2f}x the fp32 posts/s.")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,6 @@ own (forward-backward over the CRF, `CRFHead.log_marginals`), summed over its wo
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -81,16 +80,13 @@ def read_marginals(path: str | Path, where: str = "distill.targets") -> tuple[di
     return header, rows()
 
 
-def file_sha1(path: str | Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
-
-
 class Teacher:
     """The soft targets of the training posts (`Teacher.from_config`): `targets(index, width)` gives a
     batch's [B, W, L] probabilities and which of its posts have one."""
 
     def __init__(self, rows: list[torch.Tensor | None], weight: float, record: dict[str, Any]) -> None:
         self.rows = rows  # by training post position; None: no target
+        self.labels = next(r.shape[1] for r in rows if r is not None)
         self.weight = weight
         self.record = record  # for metrics.json
 
@@ -99,6 +95,8 @@ class Teacher:
                     posts: Sequence[Post], labels: LabelVocab) -> "Teacher | None":
         """`targets`: the files; `train`, `extra`: data.train and data.extra_train's datasets; `posts`: the
         training posts (extra posts' ids prefixed with their dataset); `labels`: the model's."""
+        from mmner.inference import data_sha1
+
         if not targets:
             return None
         if labels.scheme != "bio":
@@ -136,7 +134,7 @@ class Teacher:
                 matched += 1
             if not matched:
                 raise MmnerError(f"{where}: {path}: none of its posts is a training post")
-            files.append({"file": str(path), "data": data, "sha1": file_sha1(path), "posts": matched,
+            files.append({"file": str(path), "data": data, "sha1": data_sha1(Path(path)), "posts": matched,
                           **{key: header[key] for key in ("members", "min_votes") if key in header}})
         record = {"weight": weight, "targets": files, "posts_with_targets": sum(r is not None for r in rows),
                   "train_posts": len(posts)}
@@ -144,8 +142,7 @@ class Teacher:
 
     def targets(self, index: Sequence[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch's targets [B, width, L] (zeros where a post has none or beyond its words) and [B] bool."""
-        labels = next(r.shape[1] for r in self.rows if r is not None)
-        out = torch.zeros(len(index), width, labels)
+        out = torch.zeros(len(index), width, self.labels)
         has = torch.zeros(len(index), dtype=torch.bool)
         for j, i in enumerate(index):
             row = self.rows[i]
