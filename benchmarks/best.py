@@ -1,13 +1,19 @@
-"""mmner's own system, ctx-crf: docs/results/best.md (+ .json) from the runs of benchmarks/matrix-best.yaml.
+"""mmner's own system, caption-distill: docs/results/best.md (+ .json) from the runs of benchmarks/matrix-best.yaml.
 
     mmner sweep benchmarks/matrix-best.yaml          # the system (3 seeds, both datasets), then its ablations
     python benchmarks/best.py                        # the tables from what has finished
     python benchmarks/best.py --resamples 5000
 
-Tables: ctx-crf with MiniLM-L6 per dataset (mean ± std over seeds, training time per run on the machine that
-trained it), its Δ vs text-only bert-crf and vs bert-crf-caption paired by seed (paired bootstrap over test
-posts), the goal and the published BERT-base systems beside it; then one row per ablation (each idea removed
-alone, benchmarks/runs/<tag>/), paired with the full system by seed.
+Tables: caption-distill with MiniLM-L6 per dataset (mean ± std over seeds, training time per run on the machine
+that trained it), its Δ vs text-only bert-crf and vs bert-crf-caption (the same network without the teacher)
+paired by seed (paired bootstrap over test posts), the goal and the published BERT-base systems beside it; then
+one row per ablation (each idea removed alone, benchmarks/runs/<tag>/), paired with the full system by seed;
+then ideas tried on other systems.
+
+The system's runs: those of configs/caption-distill-minilm-<dataset>.yaml, and the runs under
+benchmarks/runs/caption-distill/ that trained `bert-crf-caption` with every other key equal to that config's
+(they were made before the model had a name of its own: the same network, data, teacher and schedule;
+`caption-distill` only refuses to train without a teacher). A seed trained both ways counts once, by its named run.
 """
 
 from __future__ import annotations
@@ -17,41 +23,65 @@ import statistics
 import sys
 from pathlib import Path
 
-from baselines import collect, device_cell, run_commits, variant_of
+from baselines import ROOT, collect, device_cell, run_commits, variant_of
 from compare import _dataset
 from leaderboard import arguments, post_counts
 from summary import _p
 
-SYSTEM = "ctx-crf"
+SYSTEM = "caption-distill"
 ENCODER = "minilm-l6"
+# runs of the system made as bert-crf-caption with the same keys, before it had a name: where, as which model
+UNNAMED = ("caption-distill", "bert-crf-caption")
 GOAL = {"twitter2015": 74.0, "twitter2017": 86.0}  # test F1, mean of 3 seeds (issue #19)
 # Published multimodal systems with BERT-base (test F1 as each paper reports it; Twitter-2017 as released by UMT)
 ANCHORS = [("UMT (Yu et al. 2020)", 73.41, 85.31), ("UMGF (Zhang et al. 2021)", 74.85, 85.51),
            ("HVPNeT (Chen et al. 2022)", 75.32, 86.87), ("MKGformer (Chen et al. 2022)", None, 87.49)]
-# ablation tag -> what it removes (benchmarks/matrix-best.yaml)
+# ablation tag -> (the model its runs train, what it removes) (benchmarks/matrix-best.yaml)
 ABLATIONS = {
-    "ctx-no-labels": "the context posts' entity marks (model.context_labels: false)",
-    "ctx-no-retrieval": "the retrieved training posts (model.neighbors: 0; = bert-crf-caption on the longer schedule)",
-    "ctx-no-caption": "the caption (visual.source: none: text and retrieved posts only)",
-    "ctx-short": "the longer schedule (trainer.max_epochs: 6, bert-crf's)",
-    "ctx-agreement": "(an addition, not a removal) the agreement loss between the views (model.agreement: 0.5)",
+    "caption-distill-own": ("bert-crf-caption", "the other dataset's posts: soft targets for the dataset's own training "
+                            "posts only (no data.extra_train)"),
+    "caption-selftrain": ("bert-crf-caption", "the soft targets: the other dataset's posts with the ensemble's voted "
+                          "tags, trained on the CRF loss alone (no distill)"),
+    "caption-distill-text": ("bert-crf", "the caption: the same teacher and posts, text only (bert-crf, "
+                             "visual.source: none)"),
 }
 REFERENCES = ("bert-crf", "bert-crf-caption")
-# ideas tried on another system before they join ctx-crf: tag -> (the system it changes, what it adds)
-IDEAS = {
-    "caption-selftrain": ("bert-crf-caption", "the other dataset's training posts tagged by the ensemble of this dataset's "
-                          "seed-13 systems (data.extra_train; benchmarks/pseudo_label.py, docs/results/ensemble.md)"),
-    "caption-distill": ("bert-crf-caption", "caption-selftrain's extra posts, and every training post also trained "
-                        "towards the mean CRF marginals of the same ensemble (distill, weight 0.5; "
-                        "benchmarks/teacher_marginals.py)"),
-    "caption-distill-own": ("bert-crf-caption", "the ensemble's mean CRF marginals of the dataset's own training posts "
-                            "only (distill, weight 0.5; no extra posts)"),
-}
+# ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it adds)
+IDEAS = [
+    ("", "bert-crf-caption", "ctx-crf", "the 3 training posts nearest to the post's text, their gold entities marked by "
+     "type, after the caption (ctx-crf, a longer schedule: 12 epochs, patience 3)"),
+]
+
+
+def system_config(dataset: str) -> Path:
+    return ROOT / "configs" / f"{SYSTEM}-{ENCODER.split('-')[0]}-{dataset}.yaml"
+
+
+def same_recipe(run_config: Path, config: Path) -> bool:
+    """Whether a run's config.yaml holds every key of `config` except the model's name and the seed."""
+    from mmner.config import load_config
+
+    def keys(c) -> dict:
+        return {**c.model_dump(exclude={"model", "seed", "name"}),
+                "model": {k: v for k, v in c.model_params().model_dump().items() if k != "name"}}
+
+    return keys(load_config(run_config)) == keys(load_config(config))
 
 
 def _runs(runs_dir: Path, variant: str, dataset: str) -> list[dict]:
     return sorted((r for r in collect(runs_dir) if variant_of(r["run"]) == variant and _dataset(r) == dataset
                    and r.get("encoder") == ENCODER), key=lambda r: r["seed"])
+
+
+def system_runs(runs_dir: Path, dataset: str) -> list[dict]:
+    """caption-distill's MiniLM-L6 runs on `dataset`, by seed, named and unnamed (module docstring); an
+    unnamed run's `run` is its path under `runs_dir`."""
+    named = {r["seed"]: r for r in _runs(runs_dir, SYSTEM, dataset)}
+    tag, model = UNNAMED
+    for r in _runs(runs_dir / tag, model, dataset):
+        if r["seed"] not in named and same_recipe(runs_dir / tag / r["run"] / "config.yaml", system_config(dataset)):
+            named[r["seed"]] = {**r, "run": f"{tag}/{r['run']}"}
+    return [named[s] for s in sorted(named)]
 
 
 def _paired(runs_dir: Path, base_dir: Path, bases: list[dict], other_dir: Path, others: list[dict], resamples: int,
@@ -82,17 +112,8 @@ def _delta(vs: dict | None, resamples: int) -> str:
 
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
     out: dict = {"system": [], "ablations": [], "ideas": []}
-    for (tag, (system, what)), ds in ((idea, ds) for idea in IDEAS.items() for ds in ("twitter2015", "twitter2017")):
-        tried = _runs(runs_dir / tag, system, ds)
-        if tried:
-            out["ideas"].append({"dataset": ds, "tag": tag, "system": system, "adds": what,
-                                 "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
-                                 "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
-                                                      tried, resamples, seed),
-                                 "train_minutes": [round(r["train_seconds"] / 60, 1) for r in tried],
-                                 "commits": sorted({c for r in tried for c in run_commits(r)})})
     for ds in ("twitter2015", "twitter2017"):
-        runs = _runs(runs_dir, SYSTEM, ds)
+        runs = system_runs(runs_dir, ds)
         if not runs:
             continue
         row = {"dataset": ds, "seeds": [r["seed"] for r in runs], "f1": round(statistics.mean(r["f1"] for r in runs), 2),
@@ -103,32 +124,47 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
         for ref in REFERENCES:
             row[f"vs_{ref}"] = _paired(runs_dir, runs_dir, _runs(runs_dir, ref, ds), runs_dir, runs, resamples, seed)
         out["system"].append(row)
-        for tag, what in ABLATIONS.items():
-            ablated = _runs(runs_dir / tag, SYSTEM, ds)
+        for tag, (model, what) in ABLATIONS.items():
+            ablated = _runs(runs_dir / tag, model, ds)
             if not ablated:
                 continue
-            out["ablations"].append({"dataset": ds, "tag": tag, "removes": what, "seeds": [r["seed"] for r in ablated],
-                                     "f1_cell": _f1(ablated),
+            out["ablations"].append({"dataset": ds, "tag": tag, "model": model, "removes": what,
+                                     "seeds": [r["seed"] for r in ablated], "f1_cell": _f1(ablated),
                                      "vs_system": _paired(runs_dir, runs_dir, runs, runs_dir / tag, ablated, resamples, seed),
-                                     "train_minutes": [round(r["train_seconds"] / 60, 1) for r in ablated]})
+                                     "train_minutes": [round(r["train_seconds"] / 60, 1) for r in ablated],
+                                     "commits": sorted({c for r in ablated for c in run_commits(r)})})
+    for (tag, system, model, what), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
+        tried = _runs(runs_dir / tag, model, ds)
+        if tried:
+            out["ideas"].append({"dataset": ds, "tag": tag or model, "system": system, "adds": what,
+                                 "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
+                                 "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
+                                                      tried, resamples, seed),
+                                 "train_minutes": [round(r["train_seconds"] / 60, 1) for r in tried],
+                                 "commits": sorted({c for r in tried for c in run_commits(r)})})
     return out
 
 
 def render(data: dict, resamples: int) -> str:
     lines = [
-        "# ctx-crf, mmner's own system",
+        "# caption-distill, mmner's own system",
         "",
-        "Made by `benchmarks/best.py` from the runs of `benchmarks/matrix-best.yaml` under `benchmarks/runs`. ctx-crf",
-        "(`mmner/models/context_crf.py`): the post's text, its BLIP-2 caption and the 3 training posts nearest to",
-        "its text (with their gold entities marked by type) in one MiniLM-L6 window, CRF over the text. Test split,",
-        "entity-level F1 (conlleval), epoch selected on valid F1, mean ± std over seeds. Δ: paired by seed against",
-        f"the same dataset's runs of the reference, paired bootstrap over test posts ({resamples} resamples), 95%",
-        "interval and p. Goal (issue #19): Twitter-2015 ≥ 74.0, Twitter-2017 ≥ 86.0 with MiniLM-L6 on a 2-core",
-        "CPU, mean of 3 seeds. Training time: wall-clock minutes per run on the device named.",
+        "Made by `benchmarks/best.py` from the runs of `benchmarks/matrix-best.yaml` under `benchmarks/runs`.",
+        "caption-distill (`mmner/models/caption_distill.py`, `configs/caption-distill-*.yaml`): bert-crf-caption's",
+        "network (`[CLS] text [SEP] caption [SEP]`, BLIP-2 captions, MiniLM-L6, CRF over the text) trained towards an",
+        "ensemble of the dataset's systems (one seed-13 run each, docs/results/ensemble.md): every training post on",
+        "(1 - 0.5) x its CRF loss + 0.5 x KL(the ensemble's mean CRF marginals || the model's), and the other Twitter",
+        "dataset's training posts added with the ensemble's voted tags. One model is left: tagging costs what",
+        "bert-crf-caption costs. Test split, entity-level F1 (conlleval), epoch selected on valid F1, mean ± std over",
+        "seeds. Δ: paired by seed against the same dataset's runs of the reference, paired bootstrap over test posts",
+        f"({resamples} resamples), 95% interval and p. Goal (issue #19): Twitter-2015 ≥ 74.0, Twitter-2017 ≥ 86.0",
+        "with MiniLM-L6 on a 2-core CPU, mean of 3 seeds. Training time: wall-clock minutes per run on the device",
+        "named. The runs under `caption-distill/` trained `bert-crf-caption` with every other key of the system's",
+        "config (checked by this script): they predate the model's name, which only adds the check that a teacher is set.",
         "",
         "## The system",
         "",
-        "| dataset | seeds | test F1 | goal | Δ vs bert-crf | Δ vs bert-crf-caption | epochs (best) | minutes / run | device, precision |",
+        "| dataset | seeds | test F1 | goal | Δ vs bert-crf | Δ vs bert-crf-caption (no teacher) | epochs (best) | minutes / run | device, precision |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["system"]:
@@ -151,8 +187,7 @@ def render(data: dict, resamples: int) -> str:
         lines.append("| – | – | no ablation run has finished yet | | | | |")
     lines += ["", "## Ideas tried on another system", "",
               "Each row adds one idea to an existing system (benchmarks/runs/<tag>/), paired by seed with that system;",
-              "a positive Δ means the idea helps. The ensemble the self-training tags come from is in",
-              "docs/results/ensemble.md (voting over the systems' runs: the target a single distilled model aims at).", "",
+              "a positive Δ means the idea helps. ctx-crf was mmner's candidate system before caption-distill.", "",
               "| dataset | tag | system | adds | seeds | test F1 | Δ vs the system | minutes / run |",
               "|---|---|---|---|---|---|---|---|"]
     for a in data.get("ideas", []):
@@ -162,8 +197,11 @@ def render(data: dict, resamples: int) -> str:
         lines.append("| – | – | – | no run has finished yet | | | | |")
     runs = [run for r in data["system"] for run in r["runs"]]
     if runs:
-        lines += ["", "Runs: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
+        lines += ["", "Runs of the system: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
                   + ", ".join(sorted({c for r in data["system"] for c in r["commits"]})) + "."]
+    ablation_commits = sorted({c for a in data["ablations"] + data["ideas"] for c in a["commits"]})
+    if ablation_commits:
+        lines += ["", "Commits of the ablation and idea runs: " + ", ".join(ablation_commits) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -4,8 +4,8 @@ by how much, and whether the difference is more than the choice of test posts wo
     python benchmarks/leaderboard.py                     # docs/results/leaderboard.md and .json
     python benchmarks/leaderboard.py --resamples 5000
 
-Rows are the finished runs under benchmarks/runs (those of baselines.py, chen.py, umt.py, rpbert.py and
-rgcn.py; low-resource runs are left out), one row per config variant (`umt-no-gate`, `rpbert-soft`,
+Rows are the finished runs under benchmarks/runs (those of baselines.py, chen.py, umt.py, rpbert.py,
+rgcn.py and best.py; low-resource runs are left out), one row per config variant (`umt-no-gate`, `rpbert-soft`,
 ...), ranked by mean test F1 over seeds. Each row is compared with bert-crf of the same dataset and
 encoder over the seeds both have: Δ is the mean over those seeds of the paired F1 difference, and the
 95% interval and p-value come from a paired bootstrap over test posts (`mmner.analysis.bootstrap`,
@@ -34,7 +34,7 @@ OWN_BASELINE = {"visualbert-crf": "visualbert-crf-text", "rpbert-bilstm-soft": "
 DOCS = {"bert-crf": "baselines", "bert-crf-caption": "chen", "visualbert-crf": "chen", "fusion-cm": "chen",
         "fusion-vam": "chen", "fusion-cam": "chen", "fusion-tam": "chen", "umt": "umt", "rpbert": "rpbert",
         "rgcn": "rgcn", "visualbert-crf-text": "baselines", "bilstm-crf-bert": "baselines",
-        "ctx-crf": "best"}  # by row, else by model
+        "ctx-crf": "best", "caption-distill": "best"}  # by row, else by model
 
 
 def post_counts(runs_dir: Path, run: str) -> np.ndarray:
@@ -49,7 +49,11 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
     """One entry per dataset and encoder: its rows, best first."""
     from mmner.analysis.bootstrap import Bootstrap
 
+    from best import SYSTEM, system_runs
+
     records = [r for r in collect(runs_dir) if r.get("encoder") in ENCODERS.values() and _dataset(r) in DATASETS]
+    # mmner's own system: also its runs made before it had a name (benchmarks/best.py), under its tag
+    records += [{**r, "system": SYSTEM} for ds in DATASETS for r in system_runs(runs_dir, ds) if "/" in r["run"]]
     sections = []
     for ds in DATASETS:
         for enc in ENCODERS.values():
@@ -58,7 +62,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> list[dict]:
                 continue
             groups: dict[str, list[dict]] = {}
             for r in section:
-                groups.setdefault(variant_of(r["run"]), []).append(r)
+                groups.setdefault(r.get("system") or variant_of(r["run"]), []).append(r)
             cache: dict[str, np.ndarray] = {}
 
             def counts_of(run: str) -> np.ndarray:

@@ -3,7 +3,8 @@
     python benchmarks/pseudo_label.py --data twitter2015:train --dataset twitter2017 \\
         --output benchmarks/pseudo/twitter2015-train.by-twitter2017-systems.tags
 
-Members: the seed-13 MiniLM-L6 run of each system of `benchmarks/ensemble.py` on `--dataset` (or `--members`).
+Members: the seed-13 run with `--encoder` (default MiniLM-L6) of each system of `benchmarks/ensemble.py` on
+`--dataset` (or `--members`).
 Each member tags the posts of `--data` (their own tags are never read) with its own visual inputs for that
 data (e.g. the BLIP-2 captions of Twitter-2015 images); the tags are voted at entity level
 (`mmner.analysis.ensemble`) with the number of votes k chosen on `--dataset`'s validation split from the
@@ -27,8 +28,8 @@ from serve_load import code_commit
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def members_of(runs_dir: Path, dataset: str) -> list[str]:
-    records = [r for r in collect(runs_dir) if r.get("encoder") == ENCODER and _dataset(r) == dataset]
+def members_of(runs_dir: Path, dataset: str, encoder: str = ENCODER) -> list[str]:
+    records = [r for r in collect(runs_dir) if r.get("encoder") == encoder and _dataset(r) == dataset]
     return [r["run"] for s in SYSTEMS for r in records if variant_of(r["run"]) == s and r["seed"] == 13]
 
 
@@ -42,6 +43,7 @@ def member_arguments(doc: str, dataset_help: str) -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--encoder", default=ENCODER, help=f"the members' encoder (default {ENCODER})")
     return parser
 
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmner.data import datadir
     from mmner.inference import load_run, predict_tags, visual_inputs
 
-    members = args.members or members_of(args.runs_dir, args.dataset)
+    members = args.members or members_of(args.runs_dir, args.dataset, args.encoder)
     if len(members) < 2:
         raise SystemExit(f"pseudo_label: {len(members)} member runs for {args.dataset}; an ensemble needs 2 or more")
     valid = datadir.load_dataset(f"{args.dataset}:valid")

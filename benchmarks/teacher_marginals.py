@@ -5,11 +5,12 @@
     python benchmarks/teacher_marginals.py --data twitter2015:train --dataset twitter2017 \\
         --output benchmarks/teachers/twitter2015-train.by-twitter2017-systems.marginals.jsonl.gz
 
-Members: the seed-13 MiniLM-L6 run of each system of `benchmarks/ensemble.py` on `--dataset` (or `--members`),
-as benchmarks/pseudo_label.py takes them. Each member computes the marginals P(label | post) of every word of
-the posts of `--data` (forward-backward over its CRF, with its own visual inputs for that data; the posts'
-own tags are never read); the teacher's marginals are their mean. With `--score SPLIT` the teacher's
-per-word argmax is also scored on a split with gold tags (e.g. `twitter2017:valid`), beside each member's.
+Members: the seed-13 run with `--encoder` (default MiniLM-L6) of each system of `benchmarks/ensemble.py` on
+`--dataset` (or `--members`), as benchmarks/pseudo_label.py takes them. Each member computes the marginals
+P(label | post) of every word of the posts of `--data` (forward-backward over its CRF, with its own visual
+inputs for that data; the posts' own tags are never read); the teacher's marginals are their mean. With
+`--score SPLIT` the teacher's per-word argmax is also scored on a split with gold tags (e.g.
+`twitter2017:valid`), beside each member's.
 The file's header records the members and their commits, and the script's commit.
 """
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmner.tagging.scorer import score
     from mmner.train.distill import write_marginals
 
-    members = args.members or members_of(args.runs_dir, args.dataset)
+    members = args.members or members_of(args.runs_dir, args.dataset, args.encoder)
     if len(members) < 2:
         raise SystemExit(f"teacher_marginals: {len(members)} member runs for {args.dataset}; an ensemble needs 2 or more")
     commits = {m: json.loads((args.runs_dir / m / "metrics.json").read_text())["test"].get("git_commit") for m in members}

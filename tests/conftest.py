@@ -119,6 +119,7 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
             "name": "bilstm-crf", "vectors": str(tiny_vectors), "hidden": 32, "char_filters": 8, "layers": 2,
             "dropout": 0.1,
         },
+        "caption-distill": {"name": "caption-distill", **bert, "caption_tokens": 8},
         "ctx-crf": {"name": "ctx-crf", **bert, "caption_tokens": 8, "neighbors": 2, "context_tokens": 6,
                     "context_labels": True, "agreement": 0.5},
         "fusion-cam": {"name": "fusion-cam", **bert, "attention_dim": 16},
@@ -135,6 +136,7 @@ def tiny_model_params(tiny_encoder, tiny_vectors) -> dict[str, dict]:
 # Visual sources each registry entry is trained with in the shared harness (text-only models: none).
 TINY_SOURCES = {
     "bert-crf-caption": ["caption"],
+    "caption-distill": ["caption"],
     "ctx-crf": ["caption"],
     "bilstm-crf": ["none"],  # text only by default; the image at t = 0 is a variant (test_models.VARIANTS)
     "fusion-cam": ["caption"],
@@ -194,6 +196,10 @@ def tiny_visual(tiny_captions, tiny_grid) -> dict[str, dict]:
 
 
 def tiny_config(model: dict, corpus: dict[str, Path], visual: dict | None = None, **trainer) -> dict:
+    """A training config for the tiny corpus; a model that learns from a teacher gets `tiny_teacher`'s targets."""
+    from mmner.models import registry
+
+    teacher = registry.get(model["name"]).teacher_required
     return {
         "seed": 7,
         "model": model,
@@ -201,7 +207,27 @@ def tiny_config(model: dict, corpus: dict[str, Path], visual: dict | None = None
         "visual": visual or {"source": "none"},
         "optim": {"lr": 2e-2, "encoder_lr": 1e-3, "warmup": 0.0},
         "trainer": {"max_epochs": 2, "batch_size": 8, "eval_batch_size": 8, "accelerator": "cpu", "threads": 1, **trainer},
+        **({"distill": {"targets": [tiny_teacher(corpus["train"])]}} if teacher else {}),
     }
+
+
+def tiny_teacher(train: Path) -> str:
+    """A marginals file for the posts of `train` (written next to it once): their gold tags, smoothed
+    (0.9 on the gold label), as a teacher that is mostly right and not sure of itself."""
+    import torch
+
+    from mmner.data import datadir
+    from mmner.tagging.vocab import LabelVocab
+    from mmner.train.distill import write_marginals
+
+    path = Path(train).with_suffix(".teacher.marginals.jsonl.gz")
+    if not path.is_file():
+        posts = datadir.load_dataset(str(train))
+        labels = LabelVocab.from_posts(posts, "bio")
+        rows = [(p.id, 0.1 / len(labels) + 0.9 * torch.nn.functional.one_hot(torch.tensor(labels.encode(p)), len(labels)))
+                for p in posts]
+        write_marginals(path, str(train), labels.tags, rows)
+    return str(path)
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

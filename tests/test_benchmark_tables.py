@@ -261,3 +261,46 @@ def test_a_resumed_runs_commits_are_all_named(bench):
     baselines, _, _ = bench
     assert baselines.commits_cell({"git_commit": "abc"}) == "commit abc"
     assert baselines.commits_cell({"git_commit": "def", "git_commits": ["abc", "def"]}) == "commits abc, def"
+
+
+def test_best_counts_the_systems_runs_made_before_it_had_a_name(bench, monkeypatch, tmp_path, tiny_corpus):
+    """benchmarks/best.py: a bert-crf-caption run under caption-distill/ whose every other key equals the
+    system's config is one of the system's runs (a named run comes first for its seed); one with another key
+    is not. The leaderboard ranks them as caption-distill, paired with bert-crf by seed."""
+    import yaml
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("leaderboard", "best", "summary"):
+        sys.modules.pop(name, None)
+    import best
+    import leaderboard
+
+    from mmner.config import load_config
+
+    gold, runs = tiny_corpus["test"], tmp_path / "runs"
+    system = tmp_path / "caption-distill-minilm-twitter2017.yaml"
+    system.write_text(yaml.safe_dump({
+        "model": {"name": "caption-distill", "encoder": "minilm-l6"},
+        "data": {"train": str(gold), "valid": str(gold), "test": str(gold)}, "visual": {"source": "caption"},
+        "distill": {"targets": ["teacher.marginals.jsonl.gz"], "weight": 0.5}}))
+    monkeypatch.setattr(best, "system_config", lambda dataset: system)
+
+    def unnamed(seed: int, wrong: int, *keys: str) -> float:
+        name = f"bert-crf-caption-minilm-twitter2017-s{seed}"
+        f1 = make_scored_run(runs / "caption-distill", name, "bert-crf-caption", seed, gold, wrong, "caption")
+        config = load_config(system, ["model.name=bert-crf-caption", f"seed={seed}", *keys])
+        (runs / "caption-distill" / name / "config.yaml").write_text(config.to_yaml())
+        return f1
+
+    f13 = unnamed(13, 1)
+    unnamed(21, 2)
+    unnamed(42, 3, "distill.weight=1.0")  # another recipe: not the system
+    f21 = make_scored_run(runs, "caption-distill-minilm-twitter2017-s21", "caption-distill", 21, gold, 0, "caption")
+    got = best.system_runs(runs, "twitter2017")
+    assert [(r["seed"], r["run"]) for r in got] == [(13, "caption-distill/bert-crf-caption-minilm-twitter2017-s13"),
+                                                    (21, "caption-distill-minilm-twitter2017-s21")]
+    make_scored_run(runs, "bert-crf-minilm-twitter2017-s13", "bert-crf", 13, gold, 4)
+    (sec,) = leaderboard.build(runs, resamples=100, seed=0)
+    row = next(r for r in sec["rows"] if r["system"] == "caption-distill")
+    assert row["seeds"] == [13, 21] and row["vs_reference"]["seeds"] == [13] and row["results"] == "best"
+    assert row["f1"] == pytest.approx((f13 + f21) / 2, abs=0.01) and row["vs_reference"]["delta"] > 0

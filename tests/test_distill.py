@@ -166,3 +166,16 @@ def test_a_run_learns_the_teachers_marginals(tmp_path, tiny_corpus, tiny_model_p
     assert record["weight"] == 1.0 and record["posts_with_targets"] == len(posts) == record["train_posts"]
     with open(tmp_path / "student" / "train_log.csv") as f:
         assert any(row.get("train_distill") for row in csv.DictReader(f))
+
+
+def test_caption_distill_refuses_to_train_without_a_teacher(tmp_path, tiny_corpus, tiny_model_params, tiny_visual):
+    """mmner's own system learns from a teacher: without distill.targets, a one-line error before any work."""
+    from mmner.config import Config
+    from mmner.train.run import train
+
+    raw = tiny_config(tiny_model_params["caption-distill"], tiny_corpus, tiny_visual["caption"])
+    assert raw["distill"]["targets"]  # the harness gives it the tiny teacher
+    raw.pop("distill")
+    with pytest.raises(MmnerError, match=r"^distill.targets: caption-distill learns from a teacher's CRF marginals"):
+        train(Config.model_validate(raw), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()

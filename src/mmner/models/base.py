@@ -66,6 +66,9 @@ class Tagger(nn.Module):
     region_attention: ClassVar[bool] = False
     # Models whose `predict` gives each post a `relation_score` (text-image relation) set this.
     relation_score: ClassVar[bool] = False
+    # Models that are trained towards a teacher's CRF marginals set this: training refuses to start without
+    # `distill.targets` (mmner.train.distill).
+    teacher_required: ClassVar[bool] = False
 
     def __init__(self, params: ModelParams, labels: LabelVocab) -> None:
         super().__init__()

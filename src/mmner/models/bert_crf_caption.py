@@ -41,7 +41,7 @@ class BertCRFCaption(BertCRF):
     @classmethod
     def resolve_params(cls, params: ModelParams, visual: VisualInputs) -> ModelParams:
         if visual.source not in ("caption", "pseudo-caption"):
-            raise MmnerError(f"visual.source: bert-crf-caption reads captions, not {visual.source!r}; "
+            raise MmnerError(f"visual.source: {cls.name} reads captions, not {visual.source!r}; "
                              "set visual.source to caption or pseudo-caption")
         return params
 

@@ -17,6 +17,7 @@ _BUILTIN = {
     "bert-crf": "mmner.models.bert_crf",
     "bert-crf-caption": "mmner.models.bert_crf_caption",
     "bilstm-crf": "mmner.models.bilstm_crf",
+    "caption-distill": "mmner.models.caption_distill",
     "ctx-crf": "mmner.models.context_crf",
     "fusion-cam": "mmner.models.fusion",
     "fusion-cm": "mmner.models.fusion",
