@@ -266,7 +266,7 @@ def test_a_resumed_runs_commits_are_all_named(bench):
 def test_best_counts_the_systems_runs_made_before_it_had_a_name(bench, monkeypatch, tmp_path, tiny_corpus):
     """benchmarks/best.py: a bert-crf-caption run under caption-distill/ whose every other key equals the
     system's config is one of the system's runs (a named run comes first for its seed); one with another key
-    is not. The leaderboard ranks them as caption-distill, paired with bert-crf by seed."""
+    is not. The leaderboard ranks them as caption-distill, paired with bert-crf by seed; the summary leaves it out."""
     import yaml
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
@@ -304,3 +304,6 @@ def test_best_counts_the_systems_runs_made_before_it_had_a_name(bench, monkeypat
     row = next(r for r in sec["rows"] if r["system"] == "caption-distill")
     assert row["seeds"] == [13, 21] and row["vs_reference"]["seeds"] == [13] and row["results"] == "best"
     assert row["f1"] == pytest.approx((f13 + f21) / 2, abs=0.01) and row["vs_reference"]["delta"] > 0
+    import summary  # its gain is the teacher's: no row of "does the image help?"
+
+    assert "caption-distill" not in {r["system"] for r in summary.question_rows([sec])}
