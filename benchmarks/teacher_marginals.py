@@ -17,7 +17,6 @@ The file's header records the members and their commits, and the script's commit
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from pseudo_label import member_arguments, members_of
@@ -26,26 +25,10 @@ from serve_load import code_commit
 
 def member_marginals(runs_dir: Path, members: list[str], data: str, batch_size: int) -> tuple[list[str], list]:
     """The labels (the first member's order) and, per member, each post's [words, labels] marginals."""
-    import json
+    from mmner.train.teacher import member_marginals as marginals
 
-    from mmner.data import datadir
-    from mmner.inference import load_run, predict_marginals, visual_inputs
-
-    posts = [replace(p, tags=None) for p in datadir.load_dataset(data)]
-    labels: list[str] | None = None
-    out = []
-    for m in members:
-        config, model = load_run(runs_dir / m)
-        visual = visual_inputs(config, data) if model.uses_visual else None
-        rows = predict_marginals(model, posts, batch_size, progress=True, visual=visual)
-        own = list(model.labels.tags)
-        labels = labels or own
-        if sorted(own) != sorted(labels):
-            raise SystemExit(f"teacher_marginals: {m} has labels {own}, the first member {labels}")
-        out.append([r[:, [own.index(t) for t in labels]] for r in rows])
-        commit = json.loads((runs_dir / m / "metrics.json").read_text())["test"].get("git_commit")
-        print(f"{m} (commit {commit}): marginals of {len(posts)} posts of {data}", flush=True)
-    assert labels is not None
+    labels, posts, out = marginals([runs_dir / m for m in members], data, batch_size)
+    print(f"marginals of {len(posts)} posts of {data} by {', '.join(members)}", flush=True)
     return labels, out
 
 
@@ -54,18 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", help="also score the teacher's argmax on this split (e.g. twitter2017:valid)")
     args = parser.parse_args(argv)
 
-    import json
-
-    import torch
-
     from mmner.data import datadir
     from mmner.tagging.scorer import score
     from mmner.train.distill import write_marginals
+    from mmner.train.teacher import mean_marginals, member_commits
 
     members = args.members or members_of(args.runs_dir, args.dataset, args.encoder)
     if len(members) < 2:
         raise SystemExit(f"teacher_marginals: {len(members)} member runs for {args.dataset}; an ensemble needs 2 or more")
-    commits = {m: json.loads((args.runs_dir / m / "metrics.json").read_text())["test"].get("git_commit") for m in members}
+    commits = dict(zip(members, member_commits([args.runs_dir / m for m in members]).values()))
     header = {"members": commits, "dataset": args.dataset, "script_commit": code_commit()}
     if args.score:
         labels, per_member = member_marginals(args.runs_dir, members, args.score, args.batch_size)
@@ -74,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         def argmax_f1(rows) -> float:  # IOB2 labels; conlleval reads an I- after O as an entity's start
             return round(score(gold, [[labels[i] for i in r.argmax(-1).tolist()] for r in rows])["f1"], 2)
 
-        mean = [torch.stack(rows).mean(0) for rows in zip(*per_member)]
+        mean = mean_marginals(per_member)
         header["score"] = {"split": args.score, "teacher_argmax_f1": argmax_f1(mean),
                            "members_argmax_f1": {m: argmax_f1(rows) for m, rows in zip(members, per_member)}}
         print(f"{args.score}: teacher argmax F1 {header['score']['teacher_argmax_f1']}", flush=True)
     labels, per_member = member_marginals(args.runs_dir, members, args.data, args.batch_size)
     posts = datadir.load_dataset(args.data)
-    mean = [torch.stack(rows).mean(0) for rows in zip(*per_member)]
+    mean = mean_marginals(per_member)
     write_marginals(args.output, args.data, labels, [(p.id, m) for p, m in zip(posts, mean)], **header)
     confident = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / sum(m.shape[0] for m in mean)
     print(f"wrote {args.output}: {len(posts)} posts, {len(members)} members, {100 * confident:.1f}% of words "

@@ -179,3 +179,50 @@ def test_caption_distill_refuses_to_train_without_a_teacher(tmp_path, tiny_corpu
     with pytest.raises(MmnerError, match=r"^distill.targets: caption-distill learns from a teacher's CRF marginals"):
         train(Config.model_validate(raw), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_mmner_teacher_writes_the_members_mean_marginals_and_their_vote(tmp_path, tiny_corpus, tiny_model_params,
+                                                                       monkeypatch, capsys):
+    """`mmner teacher RUN RUN --data --output --tags`: the marginals file is the mean of the members' own CRF
+    marginals of the posts, names them and the data; the tags file is their entity-level vote with the k that
+    is best on their validation split; what is not a finished run is a one-line error."""
+    import re
+
+    from conftest import run_cli
+    from mmner.analysis.artifacts import read_tags
+    from mmner.analysis.ensemble import best_min_votes, vote
+    from mmner.config import Config
+    from mmner.inference import load_run, predict_marginals, predict_tags
+    from mmner.train.run import train
+
+    members = []
+    for seed in (1, 2):
+        raw = {**tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=1), "seed": seed}
+        train(Config.model_validate(raw), tmp_path / f"m{seed}", quiet=True)
+        members.append(tmp_path / f"m{seed}")
+    data = str(tiny_corpus["train"])
+    target, tags = tmp_path / "t.marginals.jsonl.gz", tmp_path / "t.tags"
+    code, out, err = run_cli(monkeypatch, capsys, "teacher", *map(str, members), "--data", data, "--output",
+                             str(target), "--tags", str(tags), "--quiet")
+    assert code == 0, err
+    header, rows = read_marginals(target)
+    written = {pid: torch.tensor(m) for _, pid, m in rows}
+    assert header["data"] == data and list(header["members"]) == [str(m) for m in members]
+    posts = datadir.load_dataset(data)
+    valid = datadir.load_dataset(str(tiny_corpus["valid"]))
+    own, on_posts, on_valid = [], [], []
+    for m in members:
+        _, model = load_run(m, torch.device("cpu"))
+        rows = predict_marginals(model, posts, 8, progress=False)
+        own.append([r[:, [model.labels.tags.index(t) for t in header["labels"]]] for r in rows])
+        on_posts.append(predict_tags(model, posts, 8, progress=False))
+        on_valid.append(predict_tags(model, valid, 8, progress=False))
+    for i, p in enumerate(posts):
+        assert torch.allclose(written[p.id], (own[0][i] + own[1][i]) / 2, atol=1e-3)
+    k = int(re.search(r"at least k = (\d+) votes", out).group(1))
+    assert k == best_min_votes([p.tags for p in valid], on_valid)[0]
+    assert read_tags(tags, posts) == vote(on_posts, k)
+
+    code, _, err = run_cli(monkeypatch, capsys, "teacher", str(members[0]), str(tmp_path), "--data", data,
+                           "--output", str(tmp_path / "x.marginals.jsonl.gz"))
+    assert code == 2 and err.strip() == f"error: {tmp_path}: no metrics.json; a teacher's members are finished runs"

@@ -279,6 +279,41 @@ def score(
 
 
 @app.command()
+def teacher(
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="Finished runs of one label set: the members."),
+    data: str = typer.Option(..., "--data", help="The posts to teach: a CoNLL file, or a name such as twitter2017:train "
+                             "(as the training config will name them)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The members' mean CRF marginals of the posts, for "
+                                "distill.targets (FILE.marginals.jsonl.gz)."),
+    tags: Optional[Path] = typer.Option(None, "--tags", help="Also the members' entity-level vote on the posts, for "
+                                        "data.extra_train (FILE.tags; k chosen on the members' validation split)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Soft targets (distill) and voted tags (data.extra_train) from an ensemble of finished runs: the teacher
+    that caption-distill learns from."""
+    from mmner.analysis.artifacts import write_tags
+    from mmner.train.distill import write_marginals
+    from mmner.train.teacher import member_commits, member_marginals, mean_marginals, vote_tags
+
+    members = member_commits(run_dirs)
+    labels, posts, per_member = member_marginals(run_dirs, data, batch_size, progress=not quiet)
+    mean = mean_marginals(per_member)
+    write_marginals(output, data, labels, [(p.id, m) for p, m in zip(posts, mean)], members=members)
+    sure = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / max(1, sum(m.shape[0] for m in mean))
+    typer.echo(f"{output}: the mean CRF marginals of {len(run_dirs)} runs for {len(posts)} posts of {data} "
+               f"({100 * sure:.1f}% of words with one label above 0.9)")
+    if tags is not None:
+        voted = vote_tags(run_dirs, data, batch_size, progress=not quiet)
+        tags.parent.mkdir(parents=True, exist_ok=True)
+        write_tags(tags, voted.posts)
+        entities = sum(t.startswith("B-") for p in voted.posts for t in p.tags or [])
+        typer.echo(f"{tags}: the vote of {len(run_dirs)} runs (an entity kept with at least k = {voted.min_votes} "
+                   f"votes, valid F1 {voted.valid_f1_by_min_votes[voted.min_votes]:.2f} on {voted.valid}), "
+                   f"{entities} entities in {len(voted.posts)} posts")
+
+
+@app.command()
 def report(
     run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run directories; differences are to the first."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML file; its numbers go to the same stem with .json."),

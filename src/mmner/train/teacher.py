@@ -1,0 +1,118 @@
+"""A teacher from finished runs (`mmner teacher`): what `distill` and `data.extra_train` train on.
+
+The members are run directories of one label set. For the posts of a split they give
+
+- the mean of their CRF marginals, P(label | post) per word (`member_marginals`, `mean_marginals`): a
+  marginals file for `distill.targets` (format: mmner.train.distill);
+- their entity-level vote (`vote_tags`, mmner.analysis.ensemble), an entity kept when at least k members
+  propose it, k chosen on the members' validation split: a tags file for `data.extra_train`.
+
+Each member reads the posts with its own visual inputs for that split (its config's captions or features);
+the posts' own tags, if any, are never read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmner.data.post import Post
+from mmner.errors import MmnerError
+
+
+def _posts(data: str) -> list[Post]:
+    from mmner.data import datadir
+
+    return [replace(p, tags=None) for p in datadir.load_dataset(data)]
+
+
+def _load(run: Path):  # type: ignore[no-untyped-def]
+    from mmner.inference import load_run
+
+    if not (Path(run) / "config.yaml").is_file():
+        raise MmnerError(f"{run}: not a run directory (no config.yaml)")
+    return load_run(run)
+
+
+def member_commits(runs: Sequence[Path]) -> dict[str, Any]:
+    """Each member's commit (metrics.json), by run directory: what a teacher file records of its members."""
+    out = {}
+    for run in runs:
+        metrics = Path(run) / "metrics.json"
+        if not metrics.is_file():
+            raise MmnerError(f"{run}: no metrics.json; a teacher's members are finished runs")
+        splits = json.loads(metrics.read_text())
+        out[str(run)] = (splits.get("test") or splits.get("valid") or {}).get("git_commit")
+    return out
+
+
+def member_marginals(runs: Sequence[Path], data: str, batch_size: int = 64,
+                     progress: bool = True) -> tuple[list[str], list[Post], list[list[torch.Tensor]]]:
+    """The labels (the first member's order), the posts of `data`, and per member each post's [words, labels]
+    marginals with the columns in that order."""
+    from mmner.inference import predict_marginals, visual_inputs
+
+    if not runs:
+        raise MmnerError("a teacher needs at least one run")
+    posts = _posts(data)
+    labels: list[str] | None = None
+    out = []
+    for run in runs:
+        config, model = _load(run)
+        own = list(model.labels.tags)
+        labels = labels or own
+        if sorted(own) != sorted(labels):
+            raise MmnerError(f"{run}: labels {', '.join(own)} differ from {runs[0]}'s ({', '.join(labels)}); "
+                             "a teacher's members share one label set")
+        visual = visual_inputs(config, data) if model.uses_visual else None
+        rows = predict_marginals(model, posts, batch_size, progress=progress, visual=visual)
+        out.append([r[:, [own.index(t) for t in labels]] for r in rows])
+    assert labels is not None
+    return labels, posts, out
+
+
+def mean_marginals(per_member: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """The members' mean marginals of each post."""
+    return [torch.stack(rows).mean(0) for rows in zip(*per_member)]
+
+
+@dataclass
+class Vote:
+    """The members' vote on a split's posts: the tags, k, and the validation F1 of every k."""
+
+    posts: list[Post]  # with the voted tags
+    min_votes: int
+    valid: str
+    valid_f1_by_min_votes: dict[int, float]
+
+
+def vote_tags(runs: Sequence[Path], data: str, batch_size: int = 64, progress: bool = True) -> Vote:
+    """The members' entity-level vote on the posts of `data`, k chosen on their shared validation split
+    (each member tags it now; the k with the best F1, the smaller on ties)."""
+    from mmner.analysis.ensemble import best_min_votes, vote
+    from mmner.data import datadir
+    from mmner.inference import predict_tags, visual_inputs
+
+    if not runs:
+        raise MmnerError("a teacher needs at least one run")
+    posts, loaded = _posts(data), [(run, *_load(run)) for run in runs]
+    valids = {config.data.valid for _, config, _ in loaded}
+    if len(valids) != 1:
+        raise MmnerError(f"the members validate on different splits ({', '.join(sorted(map(str, valids)))}); "
+                         "their vote's k is chosen on one")
+    valid_name = valids.pop()
+    valid = datadir.load_dataset(valid_name, loaded[0][1].data.dir)
+    on_valid, on_posts = [], []
+    for run, config, model in loaded:
+        for split, items, out in ((valid_name, valid, on_valid), (data, posts, on_posts)):
+            visual = visual_inputs(config, split) if model.uses_visual else None
+            out.append(predict_tags(model, [replace(p, tags=None) for p in items], batch_size, progress=progress,
+                                    visual=visual))
+    k, f1 = best_min_votes([p.tags for p in valid], on_valid)
+    voted = vote(on_posts, k)
+    return Vote([replace(p, tags=t) for p, t in zip(posts, voted)], k, valid_name, f1)
