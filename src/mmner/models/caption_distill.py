@@ -3,10 +3,10 @@
 The network is BERT-CRF with captions (`[CLS] text [SEP] caption [SEP]`, CRF over the text; Chen et al.'s
 caption-as-image). What makes the system is how it is trained (docs/results/best.md):
 
-1. an ensemble of the dataset's systems (one run each) is the teacher; `benchmarks/teacher_marginals.py`
-   writes the mean of their CRF marginals for every training post (`mmner.train.distill`);
+1. an ensemble of the dataset's systems (one run each) is the teacher; `mmner teacher` writes the mean of
+   their CRF marginals for every training post (`mmner.train.teacher`, `mmner.train.distill`);
 2. the other Twitter dataset's training posts join the training data, tagged by the same ensemble's vote
-   (`data.extra_train`, `benchmarks/pseudo_label.py`): in-domain posts without their gold tags;
+   (`data.extra_train`; `mmner teacher --tags`): in-domain posts without their gold tags;
 3. every post with a target trains on (1 - w) x its CRF loss + w x KL(teacher marginals || model marginals)
    (`distill.weight`, 0.5): the soft targets say how sure the ensemble is, word by word.
 

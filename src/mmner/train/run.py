@@ -280,7 +280,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     cls = registry.get(params.name)
     if cls.teacher_required and not config.distill.targets:
         raise MmnerError(f"distill.targets: {params.name} learns from a teacher's CRF marginals of the training posts; "
-                         "name the marginals files (benchmarks/teacher_marginals.py writes them)")
+                         "name the marginals files (`mmner teacher` writes them)")
     if config.visual.source != "none" and not cls.uses_visual:
         raise MmnerError(
             f"visual.source: {params.name} is a text-only model and would ignore {config.visual.source!r} "
