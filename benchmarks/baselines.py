@@ -60,6 +60,12 @@ def run_commits(record: dict) -> list:
     return record.get("git_commits") or [record.get("git_commit")]
 
 
+def training_seconds(record: dict) -> float:
+    """A run's training time over every start: the sum of its epochs' times (mean `seconds_per_epoch` x
+    `epochs`, training and validation); metrics.json `train_seconds` counts only a resumed run's last start."""
+    return record["seconds_per_epoch"] * record["epochs"]
+
+
 def commits_cell(record: dict) -> str:
     """`commit X`, or `commits X, Y` for a run resumed from other code."""
     commits = run_commits(record)
@@ -143,7 +149,7 @@ def table(runs_dir: Path, output: Path) -> None:
             )
         )
     lines += ["", "Per run (git commit of the code that trained it):", ""]
-    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, {r['train_seconds']:.0f} s, {commits_cell(r)}" for r in records]
+    lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, {training_seconds(r):.0f} s of epochs, {commits_cell(r)}" for r in records]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
     output.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")

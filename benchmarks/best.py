@@ -23,7 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from baselines import ROOT, collect, device_cell, run_commits, variant_of
+from baselines import ROOT, collect, device_cell, run_commits, training_seconds, variant_of
 from compare import _dataset
 from leaderboard import arguments, post_counts
 from summary import _p
@@ -134,7 +134,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
             continue
         row = {"dataset": ds, "seeds": [r["seed"] for r in runs], "f1": round(statistics.mean(r["f1"] for r in runs), 2),
                "f1_std": round(statistics.stdev(r["f1"] for r in runs), 2) if len(runs) > 1 else None,
-               "f1_cell": _f1(runs), "goal": GOAL[ds], "train_minutes": [round(r["train_seconds"] / 60, 1) for r in runs],
+               "f1_cell": _f1(runs), "goal": GOAL[ds], "train_minutes": [round(training_seconds(r) / 60, 1) for r in runs],
                "epochs": [f"{r['epochs']} ({r['best_epoch']})" for r in runs], "device": device_cell(runs),
                "runs": [r["run"] for r in runs], "commits": sorted({c for r in runs for c in run_commits(r)})}
         for ref in REFERENCES:
@@ -148,7 +148,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
             out["ablations"].append({"dataset": ds, "tag": tag, "model": model, "removes": what,
                                      "seeds": [r["seed"] for r in ablated], "f1_cell": _f1(ablated),
                                      "vs_system": _paired(runs_dir, runs_dir, runs, runs_dir / tag, ablated, resamples, seed),
-                                     "train_minutes": [round(r["train_seconds"] / 60, 1) for r in ablated],
+                                     "train_minutes": [round(training_seconds(r) / 60, 1) for r in ablated],
                                      "commits": sorted({c for r in ablated for c in run_commits(r)})})
     for (tag, system, model, what), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
         tried = _runs(runs_dir / tag, model, ds)
@@ -157,7 +157,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                                  "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
                                  "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
                                                       tried, resamples, seed),
-                                 "train_minutes": [round(r["train_seconds"] / 60, 1) for r in tried],
+                                 "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
                                  "commits": sorted({c for r in tried for c in run_commits(r)})})
     return out
 
@@ -175,9 +175,10 @@ def render(data: dict, resamples: int) -> str:
         "bert-crf-caption costs. Test split, entity-level F1 (conlleval), epoch selected on valid F1, mean ± std over",
         "seeds. Δ: paired by seed against the same dataset's runs of the reference, paired bootstrap over test posts",
         f"({resamples} resamples), 95% interval and p. Goal (issue #19): Twitter-2015 ≥ 74.0, Twitter-2017 ≥ 86.0",
-        "with MiniLM-L6 on a 2-core CPU, mean of 3 seeds. Training time: wall-clock minutes per run on the device",
-        "named. The runs under `caption-distill/` trained `bert-crf-caption` with every other key of the system's",
-        "config (checked by this script): they predate the model's name, which only adds the check that a teacher is set.",
+        "with MiniLM-L6 on a 2-core CPU, mean of 3 seeds. Minutes / run: the sum of the run's epochs (training and",
+        "validation, wall clock, over every start of a resumed run) on the device named. The runs under",
+        "`caption-distill/` trained `bert-crf-caption` with every other key of the system's config (checked by this",
+        "script): they predate the model's name, which only adds the check that a teacher is set.",
         "",
         "## The system",
         "",

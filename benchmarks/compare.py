@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from baselines import ROOT, _mean_std, collect, commits_cell, device_cell
+from baselines import ROOT, _mean_std, collect, commits_cell, device_cell, training_seconds
 
 ENCODERS = {"minilm": "minilm-l6", "mpnet": "mpnet-base"}
 DATASETS = ("twitter2015", "twitter2017")
@@ -158,7 +158,7 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
         lines += ["", "Visual inputs:", ""] + [f"- {d}" for d in details]
     lines += ["", "Per run (git commit of the code that trained it):", ""]
     lines += [f"- `{r['run']}`: F1 {r['f1']:.2f}, seed {r['seed']}, visual {r['visual_source']}, "
-              f"{r['train_seconds']:.0f} s, {commits_cell(r)}" for r in records]
+              f"{training_seconds(r):.0f} s of epochs, {commits_cell(r)}" for r in records]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
     output.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
