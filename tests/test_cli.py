@@ -206,7 +206,9 @@ def test_a_stopped_training_says_so_and_resumes(monkeypatch, capsys, tmp_path, t
     monkeypatch.setattr(TaggerModule, "training_step", step)
     from mmner.train import run as train_run
 
-    monkeypatch.setattr(train_run, "git_commit", lambda: "b" * 40)  # the resume from other code
+    # the resume from other code, and the checkout moving on while it trains: the start's commit is the run's
+    checkouts = iter(["b" * 40])
+    monkeypatch.setattr(train_run, "git_commit", lambda: next(checkouts, "c" * 40))
     first = json.loads((run_dir / "starts.jsonl").read_text())
     rc, _, err = run_cli(monkeypatch, capsys, "train", "configs/tiny.yaml", *sets, "--output", str(run_dir),
                          "--resume", "--quiet")

@@ -108,15 +108,15 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
-def record_start(run_dir: Path, resume: bool) -> list[str | None]:
-    """Append this start of the run (its code's commit, whether a resume, when) to `starts.jsonl` in the run
+def record_start(run_dir: Path, resume: bool, commit: str | None) -> list[str | None]:
+    """Append this start of the run (its code's `commit`, whether a resume, when) to `starts.jsonl` in the run
     directory, and return the commits of every start so far, each once, in order: a run resumed from
     another checkout names all the code that trained it. Rank 0 only under distributed training."""
     import datetime
 
     path = run_dir / "starts.jsonl"
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
-        line = {"commit": git_commit(), "resumed": resume,
+        line = {"commit": commit, "resumed": resume,
                 "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         with path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
@@ -372,7 +372,8 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     data = PostDataModule(model, posts["train"], posts["valid"], config, inputs)
     model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
     _describe_model(model)
-    commits = record_start(run_dir, resume)
+    commit = git_commit()  # the code of this start, taken as it begins (the checkout may change while it trains)
+    commits = record_start(run_dir, resume, commit)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
@@ -408,7 +409,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         "threads": threads,
         "batching": t.batching,
         "frozen_embeddings": bool(getattr(params, "freeze_embeddings", False)),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "git_commits": commits,  # every start's, a resumed run's included
         "train_masked_images": visual["train"]["masked_images"],
         "train_fraction": d.train_fraction,
