@@ -1,4 +1,4 @@
-"""Tags for unlabelled posts from an ensemble of finished runs, for `data.extra_train` (self-training).
+"""Tags for unlabelled posts from an ensemble of finished runs (or one run), for `data.extra_train` (self-training).
 
     python benchmarks/pseudo_label.py --data twitter2015:train --dataset twitter2017 \\
         --output benchmarks/pseudo/twitter2015-train.by-twitter2017-systems.tags
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmner.train.teacher import member_commits, vote_tags
 
     members = args.members or members_of(args.runs_dir, args.dataset, args.encoder)
-    if len(members) < 2:
-        raise SystemExit(f"pseudo_label: {len(members)} member runs for {args.dataset}; an ensemble needs 2 or more")
+    if not members:  # one member is a one-model teacher (e.g. a larger encoder's run)
+        raise SystemExit(f"pseudo_label: no member runs for {args.dataset} with encoder {args.encoder} under {args.runs_dir}")
     voted = vote_tags([args.runs_dir / m for m in members], args.data, args.batch_size)
     if voted.valid != f"{args.dataset}:valid":
         raise SystemExit(f"pseudo_label: the members validate on {voted.valid}, not {args.dataset}:valid")

@@ -1,4 +1,4 @@
-"""An ensemble's CRF marginals of posts, as soft targets for `distill` (mmner.train.distill).
+"""An ensemble's (or one run's) CRF marginals of posts, as soft targets for `distill` (mmner.train.distill).
 
     python benchmarks/teacher_marginals.py --data twitter2017:train --dataset twitter2017 \\
         --output benchmarks/teachers/twitter2017-train.by-twitter2017-systems.marginals.jsonl.gz
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmner.train.teacher import mean_marginals, member_commits
 
     members = args.members or members_of(args.runs_dir, args.dataset, args.encoder)
-    if len(members) < 2:
-        raise SystemExit(f"teacher_marginals: {len(members)} member runs for {args.dataset}; an ensemble needs 2 or more")
+    if not members:  # one member is a one-model teacher (e.g. a larger encoder's run)
+        raise SystemExit(f"teacher_marginals: no member runs for {args.dataset} with encoder {args.encoder} under {args.runs_dir}")
     commits = dict(zip(members, member_commits([args.runs_dir / m for m in members]).values()))
     header = {"members": commits, "dataset": args.dataset, "script_commit": code_commit()}
     if args.score:
