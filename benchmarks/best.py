@@ -46,6 +46,12 @@ ABLATIONS = {
                              "visual.source: none)"),
 }
 REFERENCES = ("bert-crf", "bert-crf-caption")
+# variant tag -> (the model its runs train, what it changes): the system's recipe with another teacher
+VARIANTS = {
+    "caption-distill-mpnet-teacher": ("caption-distill", "the teacher: one MPNet-base bert-crf-caption run of the dataset "
+                                      "(seed 13, trained on the same CPU) in place of the MiniLM-L6 ensemble, for both its "
+                                      "marginals and the other dataset's tags"),
+}
 # ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it adds)
 IDEAS = [
     ("", "bert-crf-caption", "ctx-crf", "the 3 training posts nearest to the post's text, their gold entities marked by "
@@ -68,20 +74,23 @@ def same_recipe(run_config: Path, config: Path) -> bool:
     return keys(load_config(run_config)) == keys(load_config(config))
 
 
-def teacher_vote(runs_dir: Path, dataset: str, resamples: int, seed: int) -> dict | None:
-    """What the system's teacher reaches as an ensemble: entity-level vote of the members its marginals file names
-    (benchmarks/ensemble.py, k chosen on valid), or None when a member's run is not under `runs_dir`."""
+def teacher_vote(runs_dir: Path, dataset: str, resamples: int, seed: int, config: Path | None = None) -> dict | None:
+    """What the teacher of `config` (default: the system's config) reaches as an ensemble: entity-level vote of the
+    members its first marginals file names (benchmarks/ensemble.py, k chosen on valid; one member: its own tags),
+    with the members' training minutes; None when a member's run is not under `runs_dir`."""
     from ensemble import ensemble
 
     from mmner.config import load_config
     from mmner.train.distill import read_marginals
 
-    header, _ = read_marginals(ROOT / load_config(system_config(dataset)).distill.targets[0])
+    header, _ = read_marginals(ROOT / load_config(config or system_config(dataset)).distill.targets[0])
     records = {r["run"]: r for r in collect(runs_dir)}
     if not all(m in records for m in header.get("members", {})):
         return None
     voted = ensemble(runs_dir, dataset, [records[m] for m in header["members"]], resamples, seed)
-    return {"members": list(header["members"]), "min_votes": voted["min_votes"], "test_f1": voted["test_f1"]}
+    minutes = round(sum(training_seconds(records[m]) for m in header["members"]) / 60, 1)
+    return {"members": list(header["members"]), "min_votes": voted["min_votes"], "test_f1": voted["test_f1"],
+            "train_minutes": minutes}
 
 
 def _runs(runs_dir: Path, variant: str, dataset: str) -> list[dict]:
@@ -127,7 +136,7 @@ def _delta(vs: dict | None, resamples: int) -> str:
 
 
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
-    out: dict = {"system": [], "ablations": [], "ideas": []}
+    out: dict = {"system": [], "ablations": [], "variants": [], "ideas": []}
     for ds in ("twitter2015", "twitter2017"):
         runs = system_runs(runs_dir, ds)
         if not runs:
@@ -150,6 +159,19 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                                      "vs_system": _paired(runs_dir, runs_dir, runs, runs_dir / tag, ablated, resamples, seed),
                                      "train_minutes": [round(training_seconds(r) / 60, 1) for r in ablated],
                                      "commits": sorted({c for r in ablated for c in run_commits(r)})})
+        for tag, (model, what) in VARIANTS.items():
+            tried = _runs(runs_dir / tag, model, ds)
+            if not tried:
+                continue
+            out["variants"].append({"dataset": ds, "tag": tag, "model": model, "changes": what,
+                                    "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
+                                    "vs_system": _paired(runs_dir, runs_dir, runs, runs_dir / tag, tried, resamples, seed),
+                                    "vs_bert-crf-caption": _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
+                                                                   runs_dir / tag, tried, resamples, seed),
+                                    "teacher": teacher_vote(runs_dir, ds, resamples, seed,
+                                                            runs_dir / tag / tried[0]["run"] / "config.yaml"),
+                                    "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
+                                    "commits": sorted({c for r in tried for c in run_commits(r)})})
     for (tag, system, model, what), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
         tried = _runs(runs_dir / tag, model, ds)
         if tried:
@@ -187,7 +209,7 @@ def render(data: dict, resamples: int) -> str:
     ]
     for r in data["system"]:
         t = r.get("teacher")
-        vote = f"{t['test_f1']:.2f} ({len(t['members'])} runs, k {t['min_votes']})" if t else "–"
+        vote = f"{t['test_f1']:.2f} ({len(t['members'])} runs, k {t['min_votes']}; {t['train_minutes']} min)" if t else "–"
         lines.append(f"| {r['dataset']} | {', '.join(map(str, r['seeds']))} | {r['f1_cell']} | {r['goal']:.1f} | "
                      f"{_delta(r['vs_bert-crf'], resamples)} | {_delta(r['vs_bert-crf-caption'], resamples)} | {vote} | "
                      f"{', '.join(r['epochs'])} | {', '.join(map(str, r['train_minutes']))} | {r['device']} |")
@@ -195,7 +217,8 @@ def render(data: dict, resamples: int) -> str:
         lines.append("| – | – | no run has finished yet | | | | | | | |")
     lines += ["", "The teacher's vote: the test F1 of the ensemble whose CRF marginals the system learns from, as an",
               "entity-level vote of its member runs (benchmarks/ensemble.py, k votes chosen on valid); it costs every",
-              "member's model to run, the system one."]
+              "member's model to run, the system one; min: the minutes that training its members took (once, for",
+              "every seed of the system)."]
     lines += ["", "Published multimodal systems with BERT-base (110M parameters; their papers' test F1), for reference:", "",
               "| system | Twitter-2015 | Twitter-2017 |", "|---|---|---|"]
     lines += [f"| {name} | {a if a is not None else '–'} | {b} |" for name, a, b in ANCHORS]
@@ -208,6 +231,20 @@ def render(data: dict, resamples: int) -> str:
                      f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {', '.join(map(str, a['train_minutes']))} |")
     if not data["ablations"]:
         lines.append("| – | – | no ablation run has finished yet | | | | |")
+    lines += ["", "## Variants: the same recipe with another teacher", "",
+              "Each row is the system's recipe with one change (benchmarks/runs/<tag>/), paired by seed with the system;",
+              "a positive Δ means the variant is better. The teacher: its test F1 (the vote of its runs, or the one run's",
+              "own tags) and the minutes that training it took, once for every seed of the student.", "",
+              "| dataset | tag | changes | seeds | test F1 | Δ vs the system | Δ vs bert-crf-caption (no teacher) | "
+              "the teacher | minutes / run | teacher minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for a in data.get("variants", []):
+        t = a.get("teacher")
+        teacher = f"{t['test_f1']:.2f} ({len(t['members'])} run{'s' if len(t['members']) > 1 else ''})" if t else "–"
+        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['changes']} | {', '.join(map(str, a['seeds']))} | "
+                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_delta(a['vs_bert-crf-caption'], resamples)} | "
+                     f"{teacher} | {', '.join(map(str, a['train_minutes']))} | {t['train_minutes'] if t else '–'} |")
+    if not data.get("variants"):
+        lines.append("| – | – | no run has finished yet | | | | | | | |")
     lines += ["", "## Ideas tried on another system", "",
               "Each row adds one idea to an existing system (benchmarks/runs/<tag>/), paired by seed with that system;",
               "a positive Δ means the idea helps. ctx-crf was mmner's candidate system before caption-distill.", "",
@@ -222,9 +259,9 @@ def render(data: dict, resamples: int) -> str:
     if runs:
         lines += ["", "Runs of the system: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
                   + ", ".join(sorted({c for r in data["system"] for c in r["commits"]})) + "."]
-    ablation_commits = sorted({c for a in data["ablations"] + data["ideas"] for c in a["commits"]})
+    ablation_commits = sorted({c for a in data["ablations"] + data.get("variants", []) + data["ideas"] for c in a["commits"]})
     if ablation_commits:
-        lines += ["", "Commits of the ablation and idea runs: " + ", ".join(ablation_commits) + "."]
+        lines += ["", "Commits of the ablation, variant and idea runs: " + ", ".join(ablation_commits) + "."]
     return "\n".join(lines) + "\n"
 
 

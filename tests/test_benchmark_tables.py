@@ -307,3 +307,37 @@ def test_best_counts_the_systems_runs_made_before_it_had_a_name(bench, monkeypat
     import summary  # its gain is the teacher's: no row of "does the image help?"
 
     assert "caption-distill" not in {r["system"] for r in summary.question_rows([sec])}
+
+
+def test_best_pairs_a_variant_of_the_recipe_with_the_system_by_seed(bench, monkeypatch, tmp_path, tiny_corpus):
+    """benchmarks/best.py: runs of a variant tag (the system's recipe with another teacher) are paired with the
+    system's runs of the same seed and with bert-crf-caption; the table names the teacher and its training minutes."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("leaderboard", "best", "summary"):
+        sys.modules.pop(name, None)
+    import best
+
+    gold, runs = tiny_corpus["test"], tmp_path / "runs"
+    system = {s: make_scored_run(runs, f"caption-distill-minilm-twitter2017-s{s}", "caption-distill", s, gold, w,
+                                 "caption") for s, w in ((13, 3), (21, 2))}
+    make_scored_run(runs, "bert-crf-caption-minilm-twitter2017-s13", "bert-crf-caption", 13, gold, 5, "caption")
+    tag = next(iter(best.VARIANTS))
+    variant = make_scored_run(runs / tag, "caption-distill-minilm-twitter2017-s13", "caption-distill", 13, gold, 0,
+                              "caption")
+    teachers = []
+
+    def teacher(runs_dir, dataset, resamples, seed, config=None):
+        teachers.append(config)
+        return {"members": ["bert-crf-caption-mpnet-twitter2017-s13"], "min_votes": 1, "test_f1": 88.23,
+                "train_minutes": 20.5}
+
+    monkeypatch.setattr(best, "teacher_vote", teacher)
+    data = best.build(runs, resamples=200, seed=0)
+    (row,) = data["variants"]
+    assert row["tag"] == tag and row["seeds"] == [13] and row["f1_cell"] == f"{variant:.2f}"
+    assert row["vs_system"]["seeds"] == [13] and row["vs_system"]["delta"] == pytest.approx(variant - system[13], abs=0.01)
+    assert row["vs_bert-crf-caption"]["seeds"] == [13] and row["vs_bert-crf-caption"]["delta"] > 0
+    assert teachers[-1] == runs / tag / "caption-distill-minilm-twitter2017-s13" / "config.yaml"
+    text = best.render(data, 200)
+    line = next(x for x in text.splitlines() if f"`{tag}`" in x)
+    assert "88.23 (1 run)" in line and line.rstrip(" |").endswith("20.5")
