@@ -51,6 +51,8 @@ VARIANTS = {
     "caption-distill-mpnet-teacher": ("caption-distill", "the teacher: one MPNet-base bert-crf-caption run of the dataset "
                                       "(seed 13, trained on the same CPU) in place of the MiniLM-L6 ensemble, for both its "
                                       "marginals and the other dataset's tags"),
+    "caption-distill-mpnet-teacher-long": ("caption-distill", "the teacher as in caption-distill-mpnet-teacher, and a "
+                                           "longer schedule: 10 epochs (patience 3) instead of 6"),
 }
 # ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it adds)
 IDEAS = [
