@@ -137,6 +137,14 @@ def _delta(vs: dict | None, resamples: int) -> str:
     return f"{vs['delta']:+.2f} [{vs['ci'][0]:+.2f}, {vs['ci'][1]:+.2f}] p {_p(vs['p'], resamples)}"
 
 
+def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resamples: int, seed: int) -> dict:
+    """A changed recipe's runs (benchmarks/runs/<tag>/) against the system's, paired by seed, with their times."""
+    return {"seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
+            "vs_system": _paired(runs_dir, runs_dir, system, runs_dir / tag, tried, resamples, seed),
+            "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
+            "commits": sorted({c for r in tried for c in run_commits(r)})}
+
+
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
     out: dict = {"system": [], "ablations": [], "variants": [], "ideas": []}
     for ds in ("twitter2015", "twitter2017"):
@@ -154,26 +162,18 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
         out["system"].append(row)
         for tag, (model, what) in ABLATIONS.items():
             ablated = _runs(runs_dir / tag, model, ds)
-            if not ablated:
-                continue
-            out["ablations"].append({"dataset": ds, "tag": tag, "model": model, "removes": what,
-                                     "seeds": [r["seed"] for r in ablated], "f1_cell": _f1(ablated),
-                                     "vs_system": _paired(runs_dir, runs_dir, runs, runs_dir / tag, ablated, resamples, seed),
-                                     "train_minutes": [round(training_seconds(r) / 60, 1) for r in ablated],
-                                     "commits": sorted({c for r in ablated for c in run_commits(r)})})
+            if ablated:
+                out["ablations"].append({"dataset": ds, "tag": tag, "model": model, "removes": what,
+                                         **_tried(runs_dir, tag, ablated, runs, resamples, seed)})
         for tag, (model, what) in VARIANTS.items():
             tried = _runs(runs_dir / tag, model, ds)
-            if not tried:
-                continue
-            out["variants"].append({"dataset": ds, "tag": tag, "model": model, "changes": what,
-                                    "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
-                                    "vs_system": _paired(runs_dir, runs_dir, runs, runs_dir / tag, tried, resamples, seed),
-                                    "vs_bert-crf-caption": _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
-                                                                   runs_dir / tag, tried, resamples, seed),
-                                    "teacher": teacher_vote(runs_dir, ds, resamples, seed,
-                                                            runs_dir / tag / tried[0]["run"] / "config.yaml"),
-                                    "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
-                                    "commits": sorted({c for r in tried for c in run_commits(r)})})
+            if tried:
+                out["variants"].append({
+                    "dataset": ds, "tag": tag, "model": model, "changes": what,
+                    **_tried(runs_dir, tag, tried, runs, resamples, seed),
+                    "vs_bert-crf-caption": _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
+                                                   runs_dir / tag, tried, resamples, seed),
+                    "teacher": teacher_vote(runs_dir, ds, resamples, seed, runs_dir / tag / tried[0]["run"] / "config.yaml")})
     for (tag, system, model, what), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
         tried = _runs(runs_dir / tag, model, ds)
         if tried:
