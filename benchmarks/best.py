@@ -138,7 +138,8 @@ def _delta(vs: dict | None, resamples: int) -> str:
 
 
 def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resamples: int, seed: int) -> dict:
-    """A changed recipe's runs (benchmarks/runs/<tag>/) against the system's, paired by seed, with their times."""
+    """A changed recipe's runs (benchmarks/runs/<tag>/) against those of the system it changes, paired by seed, with
+    their times and commits."""
     return {"seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
             "vs_system": _paired(runs_dir, runs_dir, system, runs_dir / tag, tried, resamples, seed),
             "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
@@ -178,11 +179,7 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
         tried = _runs(runs_dir / tag, model, ds)
         if tried:
             out["ideas"].append({"dataset": ds, "tag": tag or model, "system": system, "adds": what,
-                                 "seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
-                                 "vs_system": _paired(runs_dir, runs_dir, _runs(runs_dir, system, ds), runs_dir / tag,
-                                                      tried, resamples, seed),
-                                 "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
-                                 "commits": sorted({c for r in tried for c in run_commits(r)})})
+                                 **_tried(runs_dir, tag, tried, _runs(runs_dir, system, ds), resamples, seed)})
     return out
 
 
@@ -239,13 +236,13 @@ def render(data: dict, resamples: int) -> str:
               "own tags) and the minutes that training it took, once for every seed of the student.", "",
               "| dataset | tag | changes | seeds | test F1 | Δ vs the system | Δ vs bert-crf-caption (no teacher) | "
               "the teacher | minutes / run | teacher minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for a in data.get("variants", []):
+    for a in data["variants"]:
         t = a.get("teacher")
         teacher = f"{t['test_f1']:.2f} ({len(t['members'])} run{'s' if len(t['members']) > 1 else ''})" if t else "–"
         lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['changes']} | {', '.join(map(str, a['seeds']))} | "
                      f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_delta(a['vs_bert-crf-caption'], resamples)} | "
                      f"{teacher} | {', '.join(map(str, a['train_minutes']))} | {t['train_minutes'] if t else '–'} |")
-    if not data.get("variants"):
+    if not data["variants"]:
         lines.append("| – | – | no run has finished yet | | | | | | | |")
     lines += ["", "## Ideas tried on another system", "",
               "Each row adds one idea to an existing system (benchmarks/runs/<tag>/), paired by seed with that system;",
@@ -261,7 +258,7 @@ def render(data: dict, resamples: int) -> str:
     if runs:
         lines += ["", "Runs of the system: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
                   + ", ".join(sorted({c for r in data["system"] for c in r["commits"]})) + "."]
-    ablation_commits = sorted({c for a in data["ablations"] + data.get("variants", []) + data["ideas"] for c in a["commits"]})
+    ablation_commits = sorted({c for a in data["ablations"] + data["variants"] + data["ideas"] for c in a["commits"]})
     if ablation_commits:
         lines += ["", "Commits of the ablation, variant and idea runs: " + ", ".join(ablation_commits) + "."]
     return "\n".join(lines) + "\n"
