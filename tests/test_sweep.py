@@ -323,7 +323,7 @@ def test_ctrl_c_stops_the_training_with_sigterm_and_exits_130(tmp_path, configs)
                 sweep._on_signal(signal.SIGINT, None)
                 return None
             write_partial(self.job.run_dir, [10.0])
-            return 143 if self.signals == [signal.SIGTERM] else -9
+            return 143 if self.signals == [signal.SIGCONT, signal.SIGTERM] else -9
 
         def send_signal(self, sig):
             self.signals.append(sig)
@@ -479,3 +479,68 @@ def test_real_sweep_stopped_and_resumed(tmp_path, tiny_sweep):
     assert slow_metrics["resumed"] is True and slow_metrics["epochs"] == 4 and slow_metrics["seed"] == 5
     assert json.loads((root / "quick-s5" / "metrics.json").read_text())["test"]["resumed"] is False
     assert done.stdout.strip().splitlines()[-1].startswith("2 runs: 2 done")
+
+
+def test_ctrl_z_pauses_the_training_and_continue_resumes_it(tmp_path, configs):
+    matrix = write_matrix(tmp_path / "m.yaml", configs, [{"name": "q", "configs": ["a-{dataset}"]}], seeds=[13])
+    _, runs = sw.load_matrix(matrix)
+    events: list = []
+
+    class Training(Finished):
+        def __init__(self, job):
+            super().__init__(0)
+            self.job, self.polls = job, 0
+
+        def poll(self):
+            self.polls += 1
+            if self.polls == 1 and not events:  # Ctrl-Z while the first run trains, then `fg`
+                sweep._on_pause(signal.SIGTSTP, None)
+                sweep._on_continue(signal.SIGCONT, None)
+                return None
+            write_done(self.job.run_dir, 80.0, 4, 12.0)
+            return 0
+
+        def send_signal(self, sig):
+            events.append(sig)
+
+    sweep = sw.Sweep(runs, tmp_path / "runs", launch=Training, out=[].append, poll_seconds=0, device="cpu")
+    sweep.suspend = lambda: events.append("sweep stopped")
+    assert sweep.run() == 0
+    assert events == [signal.SIGSTOP, "sweep stopped", signal.SIGCONT]
+
+
+PAUSE_SCRIPT = """
+import subprocess, sys, time
+from mmner.train import sweep as sw
+sweep = sw.Sweep([], sys.argv[1])
+training = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+sweep._running["a"] = (training, None, 0, 0.0)
+sweep._install_handlers()
+print(training.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or not hasattr(signal, "SIGTSTP"), reason="needs POSIX /proc")
+def test_real_sigtstp_stops_sweep_and_training_sigcont_continues_both(tmp_path):
+    sweep = subprocess.Popen([sys.executable, "-c", PAUSE_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    training = int(sweep.stdout.readline())
+    try:
+        def wait_for(state: str) -> None:
+            deadline = time.monotonic() + 30
+            while {process_state(sweep.pid), process_state(training)} != {state}:
+                assert time.monotonic() < deadline, (process_state(sweep.pid), process_state(training))
+                time.sleep(0.02)
+
+        sweep.send_signal(signal.SIGTSTP)
+        wait_for("T")
+        sweep.send_signal(signal.SIGCONT)
+        wait_for("S")
+    finally:
+        sweep.kill()
+        sweep.wait()
+        os.kill(training, signal.SIGKILL)

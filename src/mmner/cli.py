@@ -345,8 +345,9 @@ def sweep(
     their output to <run>.log. Finished runs are skipped, interrupted ones
     resumed; a failed run is recorded in <root>/sweep-state.json and the sweep
     goes on. Ctrl-C or SIGTERM stops the training in progress (it keeps its
-    last finished epoch); the same command continues. Exit 0: all done, 1: a
-    run failed.
+    last finished epoch); the same command continues. Ctrl-Z (SIGTSTP) pauses
+    the sweep and its training, `fg` / `bg` / `kill -CONT` continues both.
+    Exit 0: all done, 1: a run failed.
     """
     from mmner.train.sweep import run_sweep
 

@@ -457,6 +457,15 @@ def last_error(log: Path, offset: int, code: int) -> str:
     return line
 
 
+def suspend_self() -> None:
+    """Stop this process the way SIGTSTP's default action does (it returns once continued)."""
+    previous = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    try:
+        os.kill(os.getpid(), signal.SIGTSTP)
+    finally:
+        signal.signal(signal.SIGTSTP, previous)
+
+
 class SweepLock:
     """`<root>/.sweep.lock`, held by a running sweep; the kernel drops it when that process ends."""
 
@@ -510,6 +519,7 @@ class Sweep:
         self._signal: int | None = None  # the exit status a stop asks for (130 / 143)
         self._announced = False
         self._keep_fds: tuple[int, ...] = ()
+        self.suspend = suspend_self
 
     # -- state file
 
@@ -583,7 +593,27 @@ class Sweep:
 
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if hasattr(signal, "SIGTSTP"):  # job control (POSIX): Ctrl-Z / `kill -TSTP` pauses the trainings too
+            handlers[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_pause)
+            handlers[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_continue)
+        return handlers
+
+    def _on_pause(self, signum: int, frame: Any) -> None:
+        # The trainings run in sessions of their own, out of reach of the terminal's Ctrl-Z: stop each,
+        # then the sweep itself; `fg`, `bg` or `kill -CONT` continues the sweep, whose SIGCONT continues them.
+        self._send_all(signal.SIGSTOP)
+        self.suspend()
+
+    def _on_continue(self, signum: int, frame: Any) -> None:
+        self._send_all(signal.SIGCONT)
+
+    def _send_all(self, sig: int) -> None:
+        for process, *_ in list(self._running.values()):
+            try:
+                process.send_signal(sig)
+            except (ProcessLookupError, OSError):
+                pass
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Only flags and os.kill here; the loop prints. A second signal forwards SIGTERM again.
@@ -592,11 +622,9 @@ class Sweep:
         self._forward()
 
     def _forward(self) -> None:
-        for process, *_ in list(self._running.values()):
-            try:
-                process.send_signal(signal.SIGTERM)
-            except (ProcessLookupError, OSError):
-                pass
+        if hasattr(signal, "SIGCONT"):
+            self._send_all(signal.SIGCONT)  # a paused training must run to stop cleanly
+        self._send_all(signal.SIGTERM)
 
     def _loop(self) -> int:
         statuses = self.statuses()
