@@ -458,12 +458,9 @@ def last_error(log: Path, offset: int, code: int) -> str:
 
 
 def suspend_self() -> None:
-    """Stop this process the way SIGTSTP's default action does (it returns once continued)."""
-    previous = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-    try:
-        os.kill(os.getpid(), signal.SIGTSTP)
-    finally:
-        signal.signal(signal.SIGTSTP, previous)
+    """Stop this process until it is continued. SIGSTOP, not SIGTSTP: the kernel discards SIGTSTP's
+    stop in an orphaned process group (a sweep started by `setsid`, `nohup` from a script, or CI)."""
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class SweepLock:
