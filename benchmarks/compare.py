@@ -58,7 +58,7 @@ class Benchmark:
     record_row: bool = False  # the JSON records carry their row ("row")
     prepare: Callable[[list[dict], Path], None] | None = None  # adds fields to the records, in place
     extra_columns: tuple[tuple[str, Callable[[list[dict]], str]], ...] = ()  # after "paper F1"
-    sections: Callable[[Path], list[str]] | None = None  # more lines after the tables (output path)
+    sections: Callable[[Path, Path], list[str]] | None = None  # more lines after the tables (output, runs dir)
     commands: dict[str, Callable[[argparse.Namespace], None]] = field(default_factory=dict)  # besides run, table
 
     def config_names(self, encoders: Iterable[str]) -> list[str]:
@@ -152,7 +152,7 @@ def table(spec: Benchmark, runs_dir: Path, output: Path) -> None:
         lines += ["", f"Not run yet ({len(missing)} configs, no finished seed): "
                   + ", ".join(f"`{name}`" for name in missing) + "."]
     if spec.sections is not None:
-        lines += spec.sections(output)
+        lines += spec.sections(output, runs_dir)
     details = sorted({r["visual_detail"] for r in records if r.get("visual_detail") and r["visual_source"] != "none"})
     if details:
         lines += ["", "Visual inputs:", ""] + [f"- {d}" for d in details]

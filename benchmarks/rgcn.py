@@ -186,7 +186,7 @@ def _retrieval_cell(rs: list[dict]) -> str:
     return f"{statistics.mean(r['retrieval_ms_per_post'] for r in indexed):.4f} ({indexed[0]['retrieval_device']})"
 
 
-def _scale_section(output: Path) -> list[str]:
+def _scale_section(output: Path, runs_dir: Path) -> list[str]:
     scale_file = output.parent / "rgcn_scale.json"
     if not scale_file.is_file():
         return []

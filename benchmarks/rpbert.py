@@ -14,10 +14,12 @@ copied under benchmarks/runs.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from compare import Benchmark, Reference, main
+from compare import Benchmark, Reference, collect, main
 
 # config variant -> (head, gate, the paper's name for the gate, Task#1 relation supervision)
 GATES = {
@@ -62,6 +64,48 @@ def _stat(key: str, field: str, percent: bool = False) -> "Callable[[list[dict]]
     return cell
 
 
+SUPERVISION = ("soft", "soft-trc", "soft-weak")  # Task#1: none, TRC, weak labels; rpbert-soft's default is "soft"
+DEFAULT = "soft"
+
+
+def choose_supervision(everything: list[dict], valid_f1: dict[str, float]) -> list[str]:
+    """The relation supervision picked by validation F1 (the issue's rule), per dataset and encoder: the mean
+    valid F1 of each of `SUPERVISION` over the seeds all of them have, and whether the winner is the default.
+    `valid_f1`: run name -> its valid F1 (metrics.json `valid.f1`)."""
+    by_key: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    for r in everything:
+        variant = _variant(r) if r.get("model") == "rpbert" else None
+        if variant in SUPERVISION and r["run"] in valid_f1:
+            key = (r["dataset"].split(":")[0], r["encoder"])
+            by_key.setdefault(key, {}).setdefault(variant, {})[r["seed"]] = valid_f1[r["run"]]
+    lines = []
+    for (ds, enc), seeds_of in sorted(by_key.items()):
+        if len(seeds_of) < len(SUPERVISION):
+            continue
+        common = sorted(set.intersection(*(set(s) for s in seeds_of.values())))
+        if not common:
+            continue
+        means = {v: sum(seeds_of[v][s] for s in common) / len(common) for v in SUPERVISION}
+        best = max(SUPERVISION, key=lambda v: means[v])
+        cells = "; ".join(f"`{v}`, {GATES[v][3]}: {means[v]:.2f}" for v in SUPERVISION)
+        verdict = ("the default of `rpbert-soft` (no relation supervision) stays" if best == DEFAULT else
+                   f"better than the default of `rpbert-soft` (no relation supervision): `rpbert-{best}`'s Task#1 "
+                   "should become the default")
+        lines.append(f"- {ds}, {enc}, seeds {', '.join(map(str, common))}: {cells}; best on valid: `{best}`, {verdict}.")
+    if not lines:
+        return []
+    return ["", "## Relation supervision chosen on validation F1", "",
+            "Mean valid F1 of each kind of Task#1 supervision over the seeds all three have (the test split plays",
+            "no part in the choice):", "", *lines]
+
+
+def _supervision_section(output: Path, runs_dir: Path) -> list[str]:
+    everything = collect(runs_dir)
+    valid_f1 = {r["run"]: json.loads((runs_dir / r["run"] / "metrics.json").read_text())["valid"]["f1"]
+                for r in everything if r.get("model") == "rpbert"}
+    return choose_supervision(everything, valid_f1)
+
+
 SPEC = Benchmark(
     name="rpbert",
     doc=__doc__,
@@ -97,6 +141,7 @@ SPEC = Benchmark(
     # the attention of a post's words to its visual tokens in the gated pass, mean over those posts)
     extra_columns=(("mean r", _stat("relation", "mean")), ("r > 0.5", _stat("relation", "share_above_0.5", True)),
                    ("mean S_TV", _stat("attention", "s_tv_mean")), ("relation acc.", _stat("trc", "accuracy"))),
+    sections=_supervision_section,
 )
 
 if __name__ == "__main__":

@@ -341,3 +341,27 @@ def test_best_pairs_a_variant_of_the_recipe_with_the_system_by_seed(bench, monke
     text = best.render(data, 200)
     line = next(x for x in text.splitlines() if f"`{tag}`" in x)
     assert "88.23 (1 run)" in line and line.rstrip(" |").endswith("20.5")
+
+
+def test_rpbert_supervision_is_chosen_on_valid_f1(bench, tmp_path):
+    """The choice reads valid F1 only, over the seeds all three supervisions have, and says whether the
+    default (no relation supervision) stays."""
+    sys.modules.pop("rpbert", None)
+    import rpbert
+
+    runs = tmp_path / "runs"
+    valid = {("soft", 13): 84.0, ("soft", 21): 83.0, ("soft", 42): 90.0,  # seed 42: not shared by all three
+             ("soft-trc", 13): 85.0, ("soft-trc", 21): 83.5, ("soft-weak", 13): 80.0, ("soft-weak", 21): 81.0}
+    for (variant, seed), f1 in valid.items():
+        make_run(runs, f"rpbert-{variant}-minilm-twitter2017-s{seed}", "rpbert", seed, 99.0 - f1, "caption")
+        metrics = runs / f"rpbert-{variant}-minilm-twitter2017-s{seed}" / "metrics.json"
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "valid": {"f1": f1}}))
+    lines = rpbert._supervision_section(tmp_path / "rpbert.md", runs)
+    (line,) = [x for x in lines if x.startswith("- ")]
+    assert line.startswith("- twitter2017, minilm-l6, seeds 13, 21: `soft`, none: 83.50; `soft-trc`, TRC, images masked: "
+                           "84.25; `soft-weak`, weak labels (BLIP-2): 80.50; best on valid: `soft-trc`, better than")
+    (runs / "rpbert-soft-trc-minilm-twitter2017-s21" / "metrics.json").unlink()  # now seed 13 only: 84.0 vs 85.0
+    (runs / "rpbert-soft-trc-minilm-twitter2017-s13" / "metrics.json").write_text(
+        (runs / "rpbert-soft-minilm-twitter2017-s13" / "metrics.json").read_text().replace('"f1": 84.0', '"f1": 83.9'))
+    (line,) = [x for x in rpbert._supervision_section(tmp_path / "rpbert.md", runs) if x.startswith("- ")]
+    assert "seeds 13:" in line and "best on valid: `soft`, the default of `rpbert-soft` (no relation supervision) stays" in line
