@@ -2,8 +2,8 @@
 
 A run is finished when its metrics.json exists. What is kept of it (benchmarks/runs/.gitignore): config.yaml,
 labels.json, metrics.json, train_log.csv, and its predictions as tags only, `predictions/<split>.tags`
-(`<post id>\\t<tags>` per post, written here from the run's CoNLL predictions, which repeat the dataset's
-words and so stay out of the repository), with the relation scores where the model has them. Every table
+(`<post id>\\t<tags>` per post, which training writes beside the CoNLL predictions, which repeat the dataset's
+words and so stay out of the repository; written here from the CoNLL file for runs that predate that), with the relation scores where the model has them. Every table
 (benchmarks/*.py, the leaderboard's bootstrap) reads these files, so a fresh clone remakes them, and
 `mmner sweep` there skips the runs already done.
 

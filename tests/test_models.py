@@ -11,7 +11,8 @@ import json
 import pytest
 
 from conftest import TINY_SOURCES, UNCAPTIONED, tiny_config
-from mmner.analysis.artifacts import attention_path, read_attention, read_relation, relation_path
+from mmner.analysis.artifacts import (attention_path, read_attention, read_relation, read_tags, relation_path,
+                                      tags_path)
 from mmner.api import entity_records
 from mmner.config import load_config
 from mmner.data.readers import read_conll
@@ -20,7 +21,7 @@ from mmner.inference import evaluate, load_run, predict_tags, visual_inputs
 from mmner.train.run import train
 
 RUN_FILES = ["config.yaml", "labels.json", "model.safetensors", "metrics.json", "train_log.csv",
-             "predictions/valid.conll", "predictions/test.conll"]
+             "predictions/valid.conll", "predictions/test.conll", "predictions/valid.tags", "predictions/test.tags"]
 SOURCES = {name: TINY_SOURCES.get(name, ["none"]) for name in registry.names()}
 # Baselines that are a registry model with other settings (the papers' variants): id -> (name, model keys, source)
 VARIANTS = {
@@ -74,6 +75,7 @@ def test_train_save_load_predict(name, source, keys, tiny_model_params, tiny_vis
     tags = predict_tags(model, posts, progress=False, visual=visual)
     written = read_conll(run_dir / "predictions" / "test.conll")
     assert [p.tags for p in written] == tags
+    assert read_tags(tags_path(run_dir, "test"), posts) == tags  # the tags-only copy says the same
     assert all(len(t) == len(p.tokens) for t, p in zip(tags, posts))
 
     # What the model computes besides tags is written next to the predictions, one line per post with an image.

@@ -10,13 +10,14 @@ import random
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_model
 
-from mmner.analysis.artifacts import write_post_outputs
+from mmner.analysis.artifacts import tags_path, write_post_outputs, write_tags
 from mmner.config import Config, DataConfig, ExtraTrain, load_config
 from mmner.data import datadir
 from mmner.data.post import Post
@@ -191,7 +192,6 @@ def extra_training_posts(extra: ExtraTrain, index: int, data: DataConfig, train:
     """The posts of `data.extra_train[index]`, tagged by its `tags` file when it names one; their ids get the
     data's name in front (`twitter2015:train/train-7`), so they never meet a training post's id. Every entity
     type they use must be one the main training data has: the label set is the main data's."""
-    from dataclasses import replace
 
     from mmner.analysis.artifacts import read_tags
     from mmner.tagging import schemes
@@ -429,6 +429,9 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         pred = predict_tags(model, posts[split], t.eval_batch_size, progress=not quiet, visual=inputs[split],
                             extras=extras)
         write_conll(run_dir / "predictions" / f"{split}.conll", posts[split], pred)
+        # The tags alone too: the file a tracked copy of the run keeps (benchmarks/track_runs.py), so the run's
+        # predictions outlive the git-ignored CoNLL file from the moment the run ends
+        write_tags(tags_path(run_dir, split), [replace(p, tags=list(t)) for p, t in zip(posts[split], pred)])
         write_post_outputs(run_dir, split, posts[split], extras, pred)
         metrics[split] = {**score_posts(posts[split], pred), **dataset_record(names[split], paths[split]), **common,
                           **visual[split], **extras_summary(extras)}
