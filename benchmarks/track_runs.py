@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def finished_runs(root: Path) -> list[Path]:
-    """Run directories with a metrics.json, at <root>/<run> and <root>/<tag>/<run>."""
-    return sorted(p.parent for p in [*root.glob("*/metrics.json"), *root.glob("*/*/metrics.json")])
+    """Run directories with a metrics.json, at <root>/<run>, <root>/<tag>/<run> and deeper (the speed
+    benchmark's <root>/speed/<tag>/<run>)."""
+    return sorted(p.parent for p in root.rglob("metrics.json"))
 
 
 def write_tags(run: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 (+ .json) from the runs of benchmarks/matrix-speed.yaml.
 
     mmner sweep benchmarks/matrix-speed.yaml
-    python benchmarks/train_speed.py [--root runs/speed] [--output docs/results/train_speed.md]
+    python benchmarks/train_speed.py [--root benchmarks/runs/speed] [--output docs/results/train_speed.md]
 
 "old" trains in fp32 on randomly drawn batches and updates every parameter (word embeddings included)
 with AdamW's per-tensor loop; "new" is the defaults: precision `auto` (bf16-mixed on a CPU with
@@ -38,7 +38,7 @@ def _run(root: Path, tag: str, config: str, seed: int) -> dict | None:
             "epoch_seconds": [round(s, 1) for s in epochs], **{k: record.get(k) for k in (
                 "model", "encoder", "dataset", "variant", "visual_source", "seed", "epochs", "best_epoch",
                 "train_seconds", "seconds_per_epoch", "trainer_precision", "batching", "frozen_embeddings",
-                "threads", "device", "git_commit")}}
+                "threads", "device", "cpu", "git_commit")}}
 
 
 def _mean_std(values: list[float]) -> str:
@@ -137,7 +137,7 @@ def mpnet_section(root: Path, records: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=ROOT / "runs" / "speed")
+    parser.add_argument("--root", type=Path, default=ROOT / "benchmarks" / "runs" / "speed")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "train_speed.md")
     args = parser.parse_args(argv)
     records: list[dict] = []
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Training speed on the CPU",
         "",
         "Made by `benchmarks/train_speed.py` from the runs of `mmner sweep benchmarks/matrix-speed.yaml`",
-        "(`runs/speed`). Dataset variant: UMT release of Twitter-2015/2017; encoder MiniLM-L6 unless named;",
+        "(`benchmarks/runs/speed`). Dataset variant: UMT release of Twitter-2015/2017; encoder MiniLM-L6 unless named;",
         "visual source as the config says (`umt`: BLIP-2 captions). \"old\": fp32, randomly drawn batches, every",
         "parameter updated (word embeddings included) by AdamW's per-tensor loop. \"new\": the defaults: precision",
         "`auto`, length-bucketed batches, frozen word embeddings, fused AdamW.",
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         *f1_section(args.root, records),
         *mpnet_section(args.root, records),
     ]
-    machines = sorted({f"{r['device']}, {r['threads']} threads" for r in records})
+    machines = sorted({", ".join(filter(None, [r["cpu"], r["device"], f"{r['threads']} threads"])) for r in records})
     if machines:
         lines += ["", "Machine: " + "; ".join(machines) + "."]
     lines += ["", "Per run (git commit of the code that trained it):", ""]

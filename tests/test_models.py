@@ -62,7 +62,7 @@ def test_train_save_load_predict(name, source, keys, tiny_model_params, tiny_vis
     assert test["gold_entities"] == sum(
         tag.startswith("B-") for post in read_conll(tiny_corpus["test"]) for tag in post.tags
     )
-    for key in ("dataset", "variant", "encoder", "visual_source", "seed", "epochs", "train_seconds", "git_commit", "masked_images"):
+    for key in ("dataset", "variant", "encoder", "visual_source", "seed", "epochs", "train_seconds", "git_commit", "masked_images", "cpu"):
         assert key in test, key
     assert test["seed"] == 7 and test["visual_source"] == source and test["epochs"] == 2
     assert test["masked_images"] == (len(UNCAPTIONED) if source == "caption" else 0)

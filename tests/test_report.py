@@ -147,7 +147,13 @@ def test_tracked_run_reads_tags_instead_of_conll(tmp_path, two_runs):
         import track_runs
     finally:
         sys.path.remove(str(script.parent))
+    trained = {p.name: p.read_text() for p in (copy / "predictions").glob("*.tags")}
+    assert set(trained) == {"valid.tags", "test.tags"}  # `mmner train` writes them at the end
+    assert track_runs.write_tags(copy) == []  # up to date: nothing rewritten
+    for tags in (copy / "predictions").glob("*.tags"):
+        tags.unlink()
     assert {p.name for p in track_runs.write_tags(copy)} == {"valid.tags", "test.tags"}
+    assert {p.name: p.read_text() for p in (copy / "predictions").glob("*.tags")} == trained
     for conll in (copy / "predictions").glob("*.conll"):
         conll.unlink()
     original, tracked = run_data.load(two_runs[1], "A"), run_data.load(copy, "B")

@@ -13,7 +13,7 @@ from mmner.config import load_config
 from mmner.data.batches import BucketBatchSampler, EpochSampler, bucket_batches, input_length
 from mmner.inference import predict_tags
 from mmner.train.module import TaskBatchSampler
-from mmner.train.run import resolve_precision, train
+from mmner.train.run import cpu_flags, cpu_model, resolve_precision, train
 
 
 def _epoch(sampler: BucketBatchSampler | TaskBatchSampler, epoch: int) -> list[list[int]]:
@@ -98,6 +98,22 @@ def test_input_length_counts_what_the_model_reads():
 def test_precision_auto_on_the_cpu(flags, expected):
     assert resolve_precision("auto", "auto", flags=flags, cuda=False) == expected
     assert resolve_precision("auto", "cpu", flags=flags, cuda=True) == expected  # CPU asked for on a GPU machine
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16
+
+processor\t: 1
+model name\t: AMD EPYC 9R14 96-Core Processor
+"""
+
+
+def test_cpu_model_and_flags_from_cpuinfo():
+    assert cpu_model(CPUINFO) == "AMD EPYC 9R14 96-Core Processor"
+    assert cpu_flags(CPUINFO) == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}
+    assert cpu_model("processor\t: 0\n") is None and cpu_flags("") == set()
 
 
 def test_precision_auto_on_a_gpu_and_explicit_values():

@@ -138,16 +138,29 @@ def _interrupted(exc: SystemExit, run_dir: Path, last: Path, epoch: int) -> Inte
     return Interrupted(f"{run_dir}: training stopped by {how} in epoch {epoch + 1}; {kept}", code)
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty where that cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
+def _cpuinfo(field: str, text: str | None = None) -> str | None:
+    """The first `field` of Linux /proc/cpuinfo (or of `text`), None where it cannot be read."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == field:
+            return value.strip()
+    return None
+
+
+def cpu_flags(text: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty where that cannot be read)."""
+    return set((_cpuinfo("flags", text) or "").split())
+
+
+def cpu_model(text: str | None = None) -> str | None:
+    """The CPU's model name as metrics.json records it (`cpu`), e.g. to tell apart timings made on two
+    machines; None where /proc/cpuinfo cannot be read."""
+    return _cpuinfo("model name", text)
 
 
 def resolve_precision(precision: str, accelerator: str = "auto", flags: set[str] | None = None,
@@ -405,6 +418,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds
                                    else train_seconds / max(trainer.current_epoch, 1), 1),
         "device": device_name(),
+        "cpu": cpu_model(),
         "trainer_precision": precision,
         "threads": threads,
         "batching": t.batching,
