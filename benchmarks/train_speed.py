@@ -37,7 +37,7 @@ def _run(root: Path, tag: str, config: str, seed: int) -> dict | None:
     return {"run": f"{tag}/{run_dir.name}", "valid_f1": metrics["valid"]["f1"], "test_f1": (metrics.get("test") or {}).get("f1"),
             "epoch_seconds": [round(s, 1) for s in epochs], **{k: record.get(k) for k in (
                 "model", "encoder", "dataset", "variant", "visual_source", "seed", "epochs", "best_epoch",
-                "train_seconds", "seconds_per_epoch", "trainer_precision", "batching", "frozen_embeddings",
+                "train_seconds", "seconds_per_epoch", "trainer_precision", "batching", "dropout_mask", "frozen_embeddings",
                 "threads", "device", "cpu", "git_commit")}}
 
 
@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> None:
         "Made by `benchmarks/train_speed.py` from the runs of `mmner sweep benchmarks/matrix-speed.yaml`",
         "(`benchmarks/runs/speed`). Dataset variant: UMT release of Twitter-2015/2017; encoder MiniLM-L6 unless named;",
         "visual source as the config says (`umt`: BLIP-2 captions). \"old\": fp32, randomly drawn batches, every",
-        "parameter updated (word embeddings included) by AdamW's per-tensor loop. \"new\": the defaults: precision",
-        "`auto`, length-bucketed batches, frozen word embeddings, fused AdamW.",
+        "parameter updated (word embeddings included) by AdamW's per-tensor loop, torch's dropout. \"new\": the",
+        "defaults: precision `auto`, length-bucketed batches, frozen word embeddings, fused AdamW, fast dropout masks",
+        "(`trainer.dropout_mask: fast`, mmner/models/dropout.py).",
         "",
         *speed_section(args.root, records),
         *f1_section(args.root, records),

@@ -186,3 +186,63 @@ def test_sorted_prediction_keeps_post_order(tiny_model_params, tiny_corpus, tmp_
     alone = [predict_tags(model, [p], batch_size=1, progress=False)[0] for p in posts]
     assert together == alone
     assert [len(t) for t in together] == [len(p.tokens) for p in posts]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fast_dropout_mask_is_bernoulli_with_torch_scaling(p):
+    from mmner.models.dropout import dropout_mask
+
+    torch.manual_seed(0)
+    mask = dropout_mask(torch.empty(1000, 1001), p)
+    assert set(mask.unique().tolist()) == pytest.approx([0.0, 1 / (1 - p)])
+    kept = (mask > 0).float()
+    assert abs(float(kept.mean()) - (1 - p)) < 0.003
+    lanes = kept.flatten()[: 4 * (kept.numel() // 4)].view(-1, 4).mean(0)  # each 16-bit lane of a draw
+    assert torch.allclose(lanes, torch.full((4,), 1 - p), atol=0.006)
+    assert dropout_mask(torch.empty(7, 3, dtype=torch.bfloat16), p).dtype == torch.bfloat16
+    torch.manual_seed(1)
+    first = dropout_mask(torch.empty(50, 50), p)
+    torch.manual_seed(1)
+    assert torch.equal(dropout_mask(torch.empty(50, 50), p), first)  # seeded by torch's generator
+    assert not torch.equal(dropout_mask(torch.empty(50, 50), p), first)
+
+
+def test_fast_dropout_gradient_is_its_mask_and_eval_is_identity():
+    from mmner.models.dropout import FastDropout
+
+    layer = FastDropout(0.3)
+    x = torch.randn(40, 30, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert torch.allclose(y, x.detach() * x.grad)  # y = x * mask, d(sum y)/dx = mask
+    assert 0.6 < float((x.grad > 0).float().mean()) < 0.8
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_fast_dropout_replaces_every_dropout_module(tiny_model_params, tiny_corpus):
+    from mmner.data.readers import read_conll
+    from mmner.models import registry
+    from mmner.models.dropout import FastDropout, use_fast_dropout
+    from mmner.tagging.vocab import LabelVocab
+
+    config = _model_config(tiny_model_params, tiny_corpus)
+    posts = read_conll(tiny_corpus["train"])
+    model = registry.get("bert-crf").create(config.model_params(), LabelVocab.from_posts(posts, "bio"), posts)
+    batch = model.collate([model.featurize(p) for p in posts[:4]])
+    model.eval()
+    with torch.no_grad():
+        before = model(batch)["emissions"]
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert use_fast_dropout(model) == len(dropouts) > 1  # the encoder's and the head's
+    assert all(type(m) is FastDropout for m in dropouts)
+    with torch.no_grad():
+        assert torch.equal(model(batch)["emissions"], before)  # evaluation is unchanged
+        model.train()
+        assert not torch.equal(model(batch)["emissions"], model(batch)["emissions"])  # training drops
+
+
+def test_training_records_its_dropout_masks(tiny_model_params, tiny_corpus, tmp_path):
+    for mask in ("fast", "torch"):
+        config = _model_config(tiny_model_params, tiny_corpus, dropout_mask=mask)
+        assert train(config, tmp_path / mask, quiet=True)["test"]["dropout_mask"] == mask

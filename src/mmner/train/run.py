@@ -35,6 +35,7 @@ from mmner.inference import (
     visual_inputs,
 )
 from mmner.models import registry
+from mmner.models.dropout import use_fast_dropout
 from mmner.tagging.vocab import LabelVocab
 from mmner.train.distill import Teacher
 from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule
@@ -342,6 +343,8 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         model.save_artifacts(run_dir)
 
     t = config.trainer
+    if t.dropout_mask == "fast":
+        log.info("dropout: fast masks in %d dropout modules", use_fast_dropout(model))
     precision = resolve_precision(t.precision, t.accelerator)
     log.info("precision %s (trainer.precision: %s), %d threads, %s batches", precision, t.precision, threads,
              "length-bucketed" if t.batching == "bucket" else "random")
@@ -422,6 +425,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         "trainer_precision": precision,
         "threads": threads,
         "batching": t.batching,
+        "dropout_mask": t.dropout_mask,
         "frozen_embeddings": bool(getattr(params, "freeze_embeddings", False)),
         "git_commit": commit,
         "git_commits": commits,  # every start's, a resumed run's included
