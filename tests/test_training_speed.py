@@ -143,6 +143,7 @@ def test_training_records_its_fast_path(tiny_model_params, tiny_corpus, tmp_path
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert saved["trainer_precision"] == "bf16-mixed"
     assert torch.get_num_threads() == 1  # the caller's thread count is restored
+    assert torch.utils.deterministic.fill_uninitialized_memory is False  # no NaN fill of each new tensor
 
 
 def test_frozen_word_embeddings_do_not_move(tiny_model_params, tiny_corpus, tmp_path):
