@@ -125,9 +125,11 @@ def f1_section(root: Path, records: list[dict]) -> list[str]:
     if verdicts:
         lines += [""] + verdicts
     if runs["new"] and runs["unfrozen"]:
-        frozen, trained = (statistics.mean(r["valid_f1"] for r in runs[t]) for t in ("new", "unfrozen"))
+        seeds = sorted({r["seed"] for r in runs["new"]} & {r["seed"] for r in runs["unfrozen"]})
+        frozen, trained = (statistics.mean(r["valid_f1"] for r in runs[t] if r["seed"] in seeds) for t in ("new", "unfrozen"))
         lines += ["", f"`model.freeze_embeddings` default: valid F1 {frozen:.2f} frozen vs {trained:.2f} trained "
-                  f"(mean over seeds): {'frozen' if frozen >= trained else 'trained'} is the better on validation."]
+                  f"(mean over the seeds both have: {', '.join(map(str, seeds))}): "
+                  f"{'frozen' if frozen >= trained else 'trained'} is the better on validation."]
     return lines
 
 
