@@ -381,7 +381,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     )
     # deterministic mode also fills every new tensor with NaN, a check for reads of uninitialised memory
     # that reproducibility does not need: off, each of the thousands of allocations a step is a memset
-    # fewer (the same results, 1-3 s of a 50 s UMT MiniLM epoch on this CPU)
+    # fewer (the same results; 1-4 s of a ~55 s UMT MiniLM epoch in alternating runs on this CPU)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     valid_gold = [p.tags for p in posts["valid"]]
     teacher = Teacher.from_config(config.distill.targets, config.distill.weight, d.train,
