@@ -247,3 +247,86 @@ def test_training_records_its_dropout_masks(tiny_model_params, tiny_corpus, tmp_
     for mask in ("fast", "torch"):
         config = _model_config(tiny_model_params, tiny_corpus, dropout_mask=mask)
         assert train(config, tmp_path / mask, quiet=True)["test"]["dropout_mask"] == mask
+
+
+def _no_dropout(x, p, training=True):
+    return x
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_attention_by_hand_is_sdpa_when_nothing_is_dropped(mask_kind):
+    from mmner.models.dropout import attention_by_hand
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 8) for _ in range(3))
+    keep = torch.rand(3, 1, 1, 7) > 0.3
+    keep[..., 0] = True
+    k, v = torch.randn(3, 2, 7, 8), torch.randn(3, 2, 7, 8)
+    mask = {"none": None, "bool": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, -1e9)}[mask_kind]
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(attention_by_hand(q, k, v, mask, 0.0), want, atol=1e-5)
+    half = attention_by_hand(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
+    assert half.dtype == torch.bfloat16  # computed in fp32, returned in the inputs' dtype
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):  # the kernel torch's CPU training with attention dropout runs
+        sdpa = torch.nn.functional.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(),
+                                                                attn_mask=mask)
+    assert torch.allclose(half.float(), sdpa.float(), atol=1e-2)  # both in fp32 inside, rounded to bf16 once
+    torch.manual_seed(1)
+    dropped = attention_by_hand(q, k, v, mask, 0.5)
+    assert not torch.allclose(dropped, want, atol=1e-3)  # the probabilities are dropped in training
+
+
+@pytest.mark.parametrize("inputs", ["self", "shared-memory", "distinct"])
+def test_fast_multihead_attention_is_torch_attention_but_for_its_mask(inputs, monkeypatch):
+    from mmner.models import dropout
+    from mmner.models.dropout import FastMultiheadAttention
+
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(16, 4, dropout=0.2, batch_first=True)
+    x, memory, other = torch.randn(3, 5, 16), torch.randn(3, 6, 16), torch.randn(3, 6, 16)
+    query, key, value = {"self": (x, x, x), "shared-memory": (x, memory, memory), "distinct": (x, memory, other)}[inputs]
+    width = key.shape[1]
+    padding = torch.arange(width)[None, :] >= torch.tensor([width, 3, 1])[:, None]  # True = ignore
+    attention.eval()
+    want, _ = attention(query, key, value, key_padding_mask=padding, need_weights=False)
+    attention.__class__ = FastMultiheadAttention
+    attention.train()
+    monkeypatch.setattr(dropout, "fast_dropout", _no_dropout)  # the same computation without its random mask
+    got, weights = attention(query, key, value, key_padding_mask=padding, need_weights=False)
+    assert weights is None and torch.allclose(got, want, atol=1e-5)
+    monkeypatch.undo()
+    torch.manual_seed(1)
+    assert not torch.allclose(attention(query, key, value, key_padding_mask=padding, need_weights=False)[0], want,
+                              atol=1e-3)
+    # asked for its weights, or in evaluation: torch's own forward
+    attention.eval()
+    assert torch.equal(attention(query, key, value, key_padding_mask=padding, need_weights=False)[0], want)
+
+
+def test_fast_dropout_switches_encoder_attention_which_computes_the_same(tiny_encoder, monkeypatch):
+    from transformers import AutoModel
+
+    from mmner.models import dropout
+    from mmner.models.dropout import FAST_ATTENTION, use_fast_dropout
+
+    encoder = AutoModel.from_pretrained(tiny_encoder, attn_implementation="sdpa", hidden_dropout_prob=0.0,
+                                        attention_probs_dropout_prob=0.3)
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+    attention_mask = (ids != 0).long()
+    encoder.eval()
+    with torch.no_grad():
+        want = encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    use_fast_dropout(encoder)
+    assert encoder.config._attn_implementation == FAST_ATTENTION
+    with torch.no_grad():
+        assert torch.equal(encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state, want)  # eval: SDPA
+        encoder.train()
+        monkeypatch.setattr(dropout, "fast_dropout", _no_dropout)
+        got = encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        real = attention_mask.bool()
+        assert torch.allclose(got[real], want[real], atol=1e-5)  # the by-hand path, without its mask
+        monkeypatch.undo()
+        assert not torch.allclose(encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state[real],
+                                  want[real], atol=1e-3)

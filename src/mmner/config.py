@@ -73,8 +73,9 @@ class TrainerConfig(Section):
     # order shuffled (seeded), so a batch pads little; `random`: plain shuffled batches.
     batching: Literal["bucket", "random"] = "bucket"
     bucket_batches: int = Field(50, ge=1)
-    # `fast`: the dropout modules draw their masks from 16 random bits an element (mmner.models.dropout:
-    # ~4x cheaper on the CPU, keep probability to 1/65536); `torch`: torch's own dropout
+    # `fast`: the dropout modules and, in training on the CPU, the attention probabilities draw their
+    # masks from 16 random bits an element (mmner.models.dropout: ~4x cheaper on the CPU, keep
+    # probability to 1/65536); `torch`: torch's own dropout and attention
     dropout_mask: Literal["fast", "torch"] = "fast"
     # torch threads; None: the cores this process may use (its CPU affinity)
     threads: int | None = Field(None, ge=1)

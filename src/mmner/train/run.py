@@ -345,7 +345,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
 
     t = config.trainer
     if t.dropout_mask == "fast":
-        log.info("dropout: fast masks in %d dropout modules", use_fast_dropout(model))
+        log.info("dropout: fast masks in %d dropout modules and the attention probabilities", use_fast_dropout(model))
     precision = resolve_precision(t.precision, t.accelerator)
     log.info("precision %s (trainer.precision: %s), %d threads, %s batches", precision, t.precision, threads,
              "length-bucketed" if t.batching == "bucket" else "random")
