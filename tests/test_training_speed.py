@@ -330,3 +330,38 @@ def test_fast_dropout_switches_encoder_attention_which_computes_the_same(tiny_en
         monkeypatch.undo()
         assert not torch.allclose(encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state[real],
                                   want[real], atol=1e-3)
+
+
+def test_running_clock_leaves_out_a_stop_but_not_busy_time(monkeypatch):
+    from mmner.train import module
+
+    wall, cpu = [100.0], [5.0]
+    monkeypatch.setattr(module.time, "perf_counter", lambda: wall[0])
+    monkeypatch.setattr(module.time, "process_time", lambda: cpu[0])
+    clock = module.RunningClock(tick=0.25, gap=3.0, thread=False)  # ticked by hand
+    start = clock.now()
+    wall[0] += 0.25; cpu[0] += 0.5
+    clock._tick()
+    assert clock.now() - start == 0.25
+    wall[0] += 60.25  # stopped for a minute after that tick: no CPU time
+    assert clock.now() - start == 0.5  # counted before the next tick: all but the one tick period
+    clock._tick()
+    assert clock.stopped == 60.0 and clock.now() - start == 0.5
+    wall[0] += 10.25; cpu[0] += 20.0  # a late tick with the CPU busy is running time
+    clock._tick()
+    assert clock.now() - start == 10.75
+    wall[0] += 2.25  # a stop shorter than `gap` counts as running
+    clock._tick()
+    assert clock.now() - start == 13.0 and clock.stopped == 60.0
+
+
+def test_running_clock_thread_ticks():
+    from mmner.train.module import RunningClock, running_clock
+
+    assert running_clock() is running_clock()
+    clock = RunningClock(tick=0.01)
+    first = clock._last
+    import time
+
+    time.sleep(0.1)
+    assert clock._last != first and clock.stopped == 0.0

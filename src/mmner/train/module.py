@@ -7,6 +7,8 @@ import atexit
 import bisect
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -175,6 +177,55 @@ class PostDataModule(L.LightningDataModule):
                       sort=True)
 
 
+class RunningClock:
+    """Seconds of wall clock with the spells in which this process was stopped left out (Ctrl-Z,
+    `kill -STOP`, a paused `mmner sweep`), so that a paused training's epoch times stay true.
+
+    A daemon thread ticks every `tick` seconds. A tick that comes more than `gap` seconds late while
+    the process used almost no CPU time (under `busy` of the lateness) was a stop; a late tick with
+    the CPU busy (a thread holding the interpreter) counts as running time, as does any stop shorter
+    than `gap`. `now()` also counts a stop that ended since the last tick."""
+
+    def __init__(self, tick: float = 0.25, gap: float = 3.0, busy: float = 0.1, thread: bool = True) -> None:
+        self.tick, self.gap, self.busy = tick, gap, busy
+        self.stopped = 0.0  # seconds
+        self._lock = threading.Lock()
+        self._last = (time.perf_counter(), time.process_time())
+        if thread:
+            threading.Thread(target=self._run, name="mmner-running-clock", daemon=True).start()
+
+    def _late(self) -> float:
+        """The current stop (seconds) since the last tick, 0 if none; called with the lock held."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        late = wall - self._last[0] - self.tick
+        return late if late > self.gap and cpu - self._last[1] < self.busy * late else 0.0
+
+    def _tick(self) -> None:
+        with self._lock:
+            self.stopped += self._late()
+            self._last = (time.perf_counter(), time.process_time())
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            self._tick()
+
+    def now(self) -> float:
+        with self._lock:
+            return time.perf_counter() - self.stopped - self._late()
+
+
+_CLOCK: tuple[int, RunningClock] | None = None
+
+
+def running_clock() -> RunningClock:
+    """This process's `RunningClock` (one per process: a forked worker starts its own)."""
+    global _CLOCK
+    if _CLOCK is None or _CLOCK[0] != os.getpid():
+        _CLOCK = (os.getpid(), RunningClock())
+    return _CLOCK[1]
+
+
 class TaggerModule(L.LightningModule):
     def __init__(self, model: Tagger, config: Config, valid_gold: list[list[str]],
                  teacher: Teacher | None = None) -> None:
@@ -185,6 +236,8 @@ class TaggerModule(L.LightningModule):
         self.teacher = teacher  # soft targets of the training posts (`distill`), or None
         self._predictions: list[tuple[int, list[int]]] = []
         self._epoch_start = 0.0
+        self._stopped_start = 0.0
+        self._clock = running_clock()  # epoch times leave out the time the process was stopped (paused)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         task = batch.get("task")
@@ -211,10 +264,11 @@ class TaggerModule(L.LightningModule):
             hook(self.global_step / max(1, int(self.trainer.estimated_stepping_batches)))
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._clock.now()
+        self._stopped_start = self._clock.stopped
 
     def on_train_epoch_end(self) -> None:
-        self.log("epoch_seconds", time.perf_counter() - self._epoch_start, sync_dist=True)
+        self.log("epoch_seconds", self._clock.now() - self._epoch_start, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._predictions.extend(zip(batch["index"], self.model.decode(batch)))
@@ -239,10 +293,11 @@ class TaggerModule(L.LightningModule):
         self.log("valid_recall", result["recall"], sync_dist=sync)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             # One line per epoch, readable in log files where progress bars are not drawn.
-            seconds = time.perf_counter() - self._epoch_start
-            log.info("epoch %d: valid P %.2f R %.2f F1 %.2f (%d gold entities), %.0f s",
+            seconds = self._clock.now() - self._epoch_start
+            stopped = self._clock.stopped - self._stopped_start
+            log.info("epoch %d: valid P %.2f R %.2f F1 %.2f (%d gold entities), %.0f s%s",
                      self.current_epoch + 1, result["precision"], result["recall"], result["f1"],
-                     result["gold_entities"], seconds)
+                     result["gold_entities"], seconds, f" (and {stopped:.0f} s stopped, left out)" if stopped else "")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by the global norm. Lightning's mixed-precision plugin refuses to clip for a fused

@@ -39,7 +39,7 @@ from mmner.models import registry
 from mmner.models.dropout import use_fast_dropout
 from mmner.tagging.vocab import LabelVocab
 from mmner.train.distill import Teacher
-from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule
+from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule, running_clock
 from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
@@ -395,14 +395,15 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     _describe_model(model)
     commit = git_commit()  # the code of this start, taken as it begins (the checkout may change while it trains)
     commits = record_start(run_dir, resume, commit)
-    started = time.perf_counter()
+    clock = running_clock()  # train_seconds leaves out time the process was stopped, as the epoch times do
+    started = clock.now()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_dir / LAST) if resume else None)
     except SystemExit as exc:  # Lightning ends on Ctrl-C with exit(1) and on SIGTERM with exit(0)
         if not trainer.interrupted:
             raise
         raise _interrupted(exc, run_dir, ckpt_dir / LAST, trainer.current_epoch) from None
-    train_seconds = time.perf_counter() - started
+    train_seconds = clock.now() - started
     if not trainer.is_global_zero:
         return {}
 
