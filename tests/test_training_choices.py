@@ -107,12 +107,15 @@ def test_a_short_run_logs_its_training_loss(tmp_path, tiny_model_params, tiny_co
     assert len(losses) >= 2 and all(loss > 0 for loss in losses)
 
 
-def test_warmup_and_clipping_as_configured(monkeypatch, tmp_path, tiny_model_params, tiny_corpus):
+@pytest.mark.parametrize("fused", [True, False])
+def test_warmup_and_clipping_as_configured(fused, monkeypatch, tmp_path, tiny_model_params, tiny_corpus):
     """The learning rate rises linearly over `optim.warmup` of the steps, then falls linearly to 0; every
-    step clips the gradients' global norm at `optim.grad_clip`, and the clipped norm is within it."""
+    step clips the gradients' global norm at `optim.grad_clip`, and the clipped norm is within it: by
+    `clip_grad_norm_` for the per-tensor AdamW, inside the update (`clip_in_fused_update`) for the fused one."""
     lrs: list[float] = []
     clips: list[tuple[float, float]] = []
     real_clip = torch.nn.utils.clip_grad_norm_
+    real_fused_clip = module.clip_in_fused_update
 
     def record_lr(self, batch, batch_idx):
         lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
@@ -124,10 +127,19 @@ def test_warmup_and_clipping_as_configured(monkeypatch, tmp_path, tiny_model_par
         clips.append((float(max_norm), float(after)))
         return total
 
+    def record_fused_clip(optimizer, max_norm):
+        norm = real_fused_clip(optimizer, max_norm)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        assert float(norm) == pytest.approx(float(torch.nn.utils.get_total_norm(grads)))
+        assert float(optimizer.grad_scale) == pytest.approx(max(1.0, (float(norm) + 1e-6) / max_norm))
+        clips.append((float(max_norm), float(norm / optimizer.grad_scale)))  # the norm the update sees
+        return norm
+
     monkeypatch.setattr(module.TaggerModule, "on_train_batch_start", record_lr, raising=False)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record_clip)
+    monkeypatch.setattr(module, "clip_in_fused_update", record_fused_clip)
     base = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=2, precision="32-true")
-    base["optim"].update(warmup=0.5, grad_clip=0.05)  # a small bound, so that clipping does act
+    base["optim"].update(warmup=0.5, grad_clip=0.05, fused=fused)  # a small bound, so that clipping does act
     train(load_config(None, base=base), tmp_path / "run", quiet=True)
     peak = base["optim"]["encoder_lr"]
     steps = len(lrs)  # 24 posts in batches of 8, 2 epochs
@@ -136,3 +148,29 @@ def test_warmup_and_clipping_as_configured(monkeypatch, tmp_path, tiny_model_par
     expected = [peak * k / warm for k in range(warm)] + [peak * (steps - k) / (steps - warm) for k in range(warm, steps)]
     assert lrs == pytest.approx(expected)
     assert len(clips) == steps and all(bound == 0.05 and norm <= 0.05 + 1e-4 for bound, norm in clips)
+
+
+def test_clipping_in_the_fused_update_is_clip_grad_norm():
+    """Two steps, gradients far above the bound and then within it (Adam's moments mix them, so the
+    clipping shows in the parameters): the same parameters as clip_grad_norm_ before each step."""
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 7)]
+    start = [torch.randn(s) for s in shapes]
+    steps = [[scale * torch.randn(s) for s in shapes] for scale in (100.0, 0.01)]
+
+    def trained(clip: str) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(x.clone()) for x in start]
+        optimizer = torch.optim.AdamW(params, lr=0.1, weight_decay=0.01, fused=True)
+        for grads in steps:
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            if clip == "fused":
+                module.clip_in_fused_update(optimizer, 1.0)
+            elif clip == "torch":
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+        return [p.detach() for p in params]
+
+    fused, reference, unclipped = trained("fused"), trained("torch"), trained("none")
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(fused, reference))
+    assert not all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(unclipped, reference))  # clipping shows
