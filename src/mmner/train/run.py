@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
