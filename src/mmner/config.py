@@ -52,7 +52,9 @@ class OptimConfig(Section):
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of all optimisation steps
     grad_clip: float = 1.0
-    fused: bool = True  # AdamW's fused kernel (one pass over all parameters); false: its per-tensor loop
+    # AdamW's fused kernel (one pass over all parameters, clipping the gradients as it reads them); false:
+    # its per-tensor loop after clip_grad_norm_
+    fused: bool = True
 
 
 class TrainerConfig(Section):
