@@ -22,8 +22,9 @@ each run's settings in seed order.
 Besides F1, each R-GCN row records the index: its build time (embedding every training post with the frozen
 encoder, written by `train` into rgcn_index/index.json) and the retrieval time per post (exact top-k search of
 the saved index, on the device named, with the index's own text embeddings as queries; measured the first time
-the table is made on the machine that has the index, and kept in rgcn_index/retrieval.json). `scale` times the same search on random collections of growing size (docs/results/rgcn_scale.json),
-to show how retrieval grows with the collection.
+the table is made on the machine that has the index, and kept in rgcn_index/retrieval.json). `scale` times the
+same search on random collections of growing size (docs/results/rgcn_scale.json), to show how retrieval grows
+with the collection.
 """
 
 from __future__ import annotations

@@ -345,6 +345,7 @@ def test_running_clock_leaves_out_a_stop_but_not_busy_time(monkeypatch):
     assert clock.now() - start == 0.25
     wall[0] += 60.25  # stopped for a minute after that tick: no CPU time
     assert clock.now() - start == 0.5  # counted before the next tick: all but the one tick period
+    assert clock.stopped == 0.0 and clock.stopped_seconds() == 60.0
     clock._tick()
     assert clock.stopped == 60.0 and clock.now() - start == 0.5
     wall[0] += 10.25; cpu[0] += 20.0  # a late tick with the CPU busy is running time

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 _BITS = 16
 
@@ -60,7 +61,7 @@ FAST_ATTENTION = "mmner_sdpa"  # the attention implementation name `use_fast_dro
 
 
 def attention_by_hand(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-                      p: float, scaling: float | None = None, training: bool = True) -> torch.Tensor:
+                      p: float, scaling: float | None = None) -> torch.Tensor:
     """softmax(q k^T x scaling + mask) with `fast_dropout` on the probabilities, times v, in fp32 as
     torch's reference SDPA kernel computes bf16 inputs; [B, heads, T, d] -> [B, heads, T, d] in the
     query's dtype. `mask`: bool (True = attend) or additive float, broadcastable to [B, heads, T, S]."""
@@ -71,7 +72,7 @@ def attention_by_hand(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         if mask is not None:
             scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
                       else scores + mask.float())
-        probs = fast_dropout(torch.softmax(scores, dim=-1), p, training)
+        probs = fast_dropout(torch.softmax(scores, dim=-1), p)
         return torch.matmul(probs, value.float()).to(dtype)
 
 
@@ -80,8 +81,6 @@ def fast_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, va
                    **kwargs: Any) -> tuple[torch.Tensor, None]:
     """A Hugging Face attention function (registered as `FAST_ATTENTION`): `attention_by_hand` while its
     attention dropout is on, on the CPU; otherwise transformers' SDPA attention."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if dropout == 0.0 or not module.training or query.device.type != "cpu" or kwargs.get("softcap") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)

@@ -223,6 +223,11 @@ class RunningClock:
             time.sleep(self.tick)
             self._tick()
 
+    def stopped_seconds(self) -> float:
+        """All stopped time so far, the stop that ended since the last tick included."""
+        with self._lock:
+            return self.stopped + self._late()
+
     def now(self) -> float:
         with self._lock:
             return time.perf_counter() - self.stopped - self._late()
@@ -279,7 +284,7 @@ class TaggerModule(L.LightningModule):
         # epoch times leave out the time the process was stopped (paused); the clock is this process's (a
         # spawned distributed worker starts its own), not an attribute, so that the module pickles
         self._epoch_start = running_clock().now()
-        self._stopped_start = running_clock().stopped
+        self._stopped_start = running_clock().stopped_seconds()
 
     def on_train_epoch_end(self) -> None:
         self.log("epoch_seconds", running_clock().now() - self._epoch_start, sync_dist=True)
@@ -308,7 +313,7 @@ class TaggerModule(L.LightningModule):
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             # One line per epoch, readable in log files where progress bars are not drawn.
             seconds = running_clock().now() - self._epoch_start
-            stopped = running_clock().stopped - self._stopped_start
+            stopped = running_clock().stopped_seconds() - self._stopped_start
             log.info("epoch %d: valid P %.2f R %.2f F1 %.2f (%d gold entities), %.0f s%s",
                      self.current_epoch + 1, result["precision"], result["recall"], result["f1"],
                      result["gold_entities"], seconds, f" (and {stopped:.0f} s stopped, left out)" if stopped else "")
