@@ -46,13 +46,17 @@ ABLATIONS = {
                              "visual.source: none)"),
 }
 REFERENCES = ("bert-crf", "bert-crf-caption")
-# variant tag -> (the model its runs train, what it changes): the system's recipe with another teacher
+# variant tag -> (the model its runs train, what it changes): the system's recipe with one change (teacher or schedule)
 VARIANTS = {
     "caption-distill-mpnet-teacher": ("caption-distill", "the teacher: one MPNet-base bert-crf-caption run of the dataset "
                                       "(seed 13, trained on the same CPU) in place of the MiniLM-L6 ensemble, for both its "
                                       "marginals and the other dataset's tags"),
     "caption-distill-mpnet-teacher-long": ("caption-distill", "the teacher as in caption-distill-mpnet-teacher, and a "
                                            "longer schedule: 10 epochs (patience 3) instead of 6"),
+    "caption-distill-mpnet-teacher-20": ("caption-distill", "the teacher as in caption-distill-mpnet-teacher, and a "
+                                         "longer schedule: 20 epochs (patience 5) instead of 6"),
+    "caption-distill-long": ("caption-distill", "the schedule: 20 epochs, early stopping after 5 without a better "
+                             "valid F1 (instead of 6 epochs, patience 3); the same teacher"),
 }
 # ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it adds)
 IDEAS = [
@@ -230,7 +234,7 @@ def render(data: dict, resamples: int) -> str:
                      f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {', '.join(map(str, a['train_minutes']))} |")
     if not data["ablations"]:
         lines.append("| – | – | no ablation run has finished yet | | | | |")
-    lines += ["", "## Variants: the same recipe with another teacher", "",
+    lines += ["", "## Variants: the same recipe with another teacher or schedule", "",
               "Each row is the system's recipe with one change (benchmarks/runs/<tag>/), paired by seed with the system;",
               "a positive Δ means the variant is better. The teacher: its test F1 (the vote of its runs, or the one run's",
               "own tags) and the minutes that training it took, once for every seed of the student.", "",
