@@ -31,6 +31,8 @@ VARIANTS = {
     "rpbert-bilstm-text": ("rpbert", {"image": False, "propagate": False, "head": "bilstm-crf", "lstm_hidden": 16},
                            "none"),  # RpBERT: "biLSTM-CRF + BERT"
     "fusion-cm-no-chars": ("fusion-cm", {"chars": False}, "caption"),
+    "bert-crf-casing": ("bert-crf", {"casing": 4}, "none"),  # word shapes beside the uncased encoder's states
+    "bert-crf-caption-casing": ("bert-crf-caption", {"casing": 4}, "caption"),
 }
 CASES = [pytest.param(name, source, {}, id=name if source == SOURCES[name][0] else f"{name}-{source}")
          for name, sources in SOURCES.items() for source in sources]

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from mmner.data.post import Post
+from mmner.errors import MmnerError
 from mmner.models.base import ModelParams, Tagger
 from mmner.models.blocks import pad_tags
 from mmner.models.registry import register
@@ -16,6 +18,7 @@ from mmner.tagging.alignment import SpecialTokens, make_windows, word_pieces
 from mmner.tagging.crf import CRFHead
 from mmner.tagging.vocab import LabelVocab
 from mmner.text.encoders import load_encoder, load_tokenizer, resolve_encoder
+from mmner.text.shapes import SHAPES, word_shape
 
 if TYPE_CHECKING:
     from mmner.vision.inputs import VisualInput
@@ -29,6 +32,10 @@ class BertCRFParams(ModelParams):
     # Keep the encoder's word-embedding table as pretrained: it is half of a small encoder's weights,
     # almost all rows untouched by any one batch, yet AdamW would update every row each step.
     freeze_embeddings: bool = True
+    # Width of a word-shape embedding (mmner.text.shapes: lower, Title, UPPER, mixed, ...) joined to each
+    # word's state before the emission layer: the casing an uncased encoder never sees. 0: none. Read by
+    # bert-crf, bert-crf-caption and caption-distill; the other models refuse it.
+    casing: int = Field(0, ge=0)
 
 
 def pad_windows(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -72,7 +79,11 @@ class BertCRF(Tagger):
         # Some position tables reserve slots (RoBERTa/MPNet padding offset): stay two below.
         self.max_length = min(params.max_length, limit - 2 if limit > 2 else limit)
         self.dropout = nn.Dropout(params.dropout)
-        self.classifier = nn.Linear(encoder.config.hidden_size, len(labels))
+        if params.casing and type(self).forward is not BertCRF.forward:
+            raise MmnerError(f"model.casing: {params.name} does not read word shapes (bert-crf, bert-crf-caption "
+                             "and caption-distill do); set it to 0")
+        self.shape_embedding = nn.Embedding(len(SHAPES), params.casing, padding_idx=0) if params.casing else None
+        self.classifier = nn.Linear(encoder.config.hidden_size + params.casing, len(labels))
         self.crf = CRFHead(labels, params.constrained)
 
     @classmethod
@@ -101,11 +112,21 @@ class BertCRF(Tagger):
             "windows": make_windows(self.special, pieces, self.max_length),
             "n_words": len(post.tokens),
             "tags": self.labels.encode(post) if post.tags is not None else None,
+            **self.shape_features(post),
         }
+
+    def shape_features(self, post: Post) -> dict[str, Any]:
+        """Each word's shape class (`model.casing`), else nothing."""
+        return {"shapes": [word_shape(w) for w in post.tokens]} if self.shape_embedding is not None else {}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = pad_windows(items, self.tokenizer.pad_token_id or 0)
         batch["tags"] = pad_tags(items, batch["word_mask"].shape[1])
+        if self.shape_embedding is not None:
+            shapes = torch.zeros(batch["word_mask"].shape, dtype=torch.long)  # [B, W], 0 pads
+            for b, item in enumerate(items):
+                shapes[b, : len(item["shapes"])] = torch.tensor(item["shapes"])
+            batch["shapes"] = shapes
         return batch
 
     def word_states(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -116,7 +137,11 @@ class BertCRF(Tagger):
         return flat[batch["gather"]]  # [B, W, H]
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        emissions = self.classifier(self.dropout(self.word_states(batch)))  # [B, W, L]
+        states = self.word_states(batch)  # [B, W, H]
+        if self.shape_embedding is not None:
+            shapes = self.shape_embedding(batch["shapes"])  # [B, W, casing]
+            states = torch.cat([states, shapes.to(states.dtype)], dim=-1)
+        emissions = self.classifier(self.dropout(states))  # [B, W, L]
         out = {"emissions": emissions, "word_mask": batch["word_mask"]}
         if batch.get("tags") is not None:
             out["loss"] = self.crf.loss(emissions, batch["tags"], batch["word_mask"])

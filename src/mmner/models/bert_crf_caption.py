@@ -70,6 +70,7 @@ class BertCRFCaption(BertCRF):
             "caption": caption,
             "n_words": len(post.tokens),
             "tags": self.labels.encode(post) if post.tags is not None else None,
+            **self.shape_features(post),
         }
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
