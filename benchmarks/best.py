@@ -55,13 +55,19 @@ VARIANTS = {
                                            "longer schedule: 10 epochs (patience 3) instead of 6"),
     "caption-distill-mpnet-teacher-20": ("caption-distill", "the teacher as in caption-distill-mpnet-teacher, and a "
                                          "longer schedule: 20 epochs (patience 5) instead of 6"),
+    "caption-distill-casing": ("caption-distill", "word shapes: each word's casing class (lower, Title, UPPER, "
+                               "mixed, ...) embedded in 16 dimensions beside its state (model.casing 16)"),
     "caption-distill-long": ("caption-distill", "the schedule: 20 epochs, early stopping after 5 without a better "
                              "valid F1 (instead of 6 epochs, patience 3); the same teacher"),
 }
-# ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it adds)
+# ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it
+# adds; the tag of the system's runs it is paired with, "" for those at the root)
 IDEAS = [
+    ("casing", "bert-crf", "bert-crf", "word shapes: each word's casing class (lower, Title, UPPER, mixed, ...) "
+     "embedded in 16 dimensions beside its state, the casing the uncased encoder loses (model.casing 16)",
+     "casing-reference"),
     ("", "bert-crf-caption", "ctx-crf", "the 3 training posts nearest to the post's text, their gold entities marked by "
-     "type, after the caption (ctx-crf, a longer schedule: 12 epochs, patience 3)"),
+     "type, after the caption (ctx-crf, a longer schedule: 12 epochs, patience 3)", ""),
 ]
 
 
@@ -141,11 +147,12 @@ def _delta(vs: dict | None, resamples: int) -> str:
     return f"{vs['delta']:+.2f} [{vs['ci'][0]:+.2f}, {vs['ci'][1]:+.2f}] p {_p(vs['p'], resamples)}"
 
 
-def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resamples: int, seed: int) -> dict:
-    """A changed recipe's runs (benchmarks/runs/<tag>/) against those of the system it changes, paired by seed, with
-    their times and commits."""
+def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resamples: int, seed: int,
+           base: str = "") -> dict:
+    """A changed recipe's runs (benchmarks/runs/<tag>/) against those of the system it changes (under
+    benchmarks/runs/<base>/), paired by seed, with their times and commits."""
     return {"seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
-            "vs_system": _paired(runs_dir, runs_dir, system, runs_dir / tag, tried, resamples, seed),
+            "vs_system": _paired(runs_dir, runs_dir / base, system, runs_dir / tag, tried, resamples, seed),
             "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
             "commits": sorted({c for r in tried for c in run_commits(r)})}
 
@@ -179,11 +186,13 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                     "vs_bert-crf-caption": _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
                                                    runs_dir / tag, tried, resamples, seed),
                     "teacher": teacher_vote(runs_dir, ds, resamples, seed, runs_dir / tag / tried[0]["run"] / "config.yaml")})
-    for (tag, system, model, what), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
+    for (tag, system, model, what, base), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
         tried = _runs(runs_dir / tag, model, ds)
         if tried:
-            out["ideas"].append({"dataset": ds, "tag": tag or model, "system": system, "adds": what,
-                                 **_tried(runs_dir, tag, tried, _runs(runs_dir, system, ds), resamples, seed)})
+            out["ideas"].append({"dataset": ds, "tag": tag or model, "adds": what,
+                                 "system": system + (f" (its runs at the idea's commit, {base}/)" if base else ""),
+                                 **_tried(runs_dir, tag, tried, _runs(runs_dir / base, system, ds), resamples, seed,
+                                          base)})
     return out
 
 
