@@ -96,7 +96,10 @@ def teacher_vote(runs_dir: Path, dataset: str, resamples: int, seed: int, config
     from mmner.train.distill import read_marginals
 
     header, _ = read_marginals(ROOT / load_config(config or system_config(dataset)).distill.targets[0])
-    records = {r["run"]: r for r in collect(runs_dir)}
+    # a member under a tag folder is named with it (teacher/bert-crf-caption-mpnet-twitter2015-s13)
+    folders = {m.rpartition("/")[0] for m in header.get("members", {})}
+    records = {r["run"]: r for f in folders for r in ({**x, "run": f"{f}/{x['run']}" if f else x["run"]}
+                                                       for x in collect(runs_dir / f))}
     if not all(m in records for m in header.get("members", {})):
         return None
     voted = ensemble(runs_dir, dataset, [records[m] for m in header["members"]], resamples, seed)
