@@ -57,6 +57,9 @@ VARIANTS = {
                                          "longer schedule: 20 epochs (patience 5) instead of 6"),
     "caption-distill-casing": ("caption-distill", "word shapes: each word's casing class (lower, Title, UPPER, "
                                "mixed, ...) embedded in 16 dimensions beside its state (model.casing 16)"),
+    "caption-distill-mpnet-casing": ("caption-distill", "three at once: the teacher one MPNet-base bert-crf-caption run "
+                                     "with word shapes (model.casing 16; seed 13, trained on the same CPU) in place of "
+                                     "the MiniLM-L6 ensemble, word shapes in the student too, and 20 epochs (patience 5)"),
     "caption-distill-long": ("caption-distill", "the schedule: 20 epochs, early stopping after 5 without a better "
                              "valid F1 (instead of 6 epochs, patience 3); the same teacher"),
 }
