@@ -12,7 +12,7 @@ from torch import nn
 from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import ModelParams, Tagger
-from mmner.models.blocks import pad_tags
+from mmner.models.blocks import pad_tags, pad_word_ids
 from mmner.models.registry import register
 from mmner.tagging.alignment import SpecialTokens, make_windows, word_pieces
 from mmner.tagging.crf import CRFHead
@@ -123,10 +123,7 @@ class BertCRF(Tagger):
         batch: dict[str, Any] = pad_windows(items, self.tokenizer.pad_token_id or 0)
         batch["tags"] = pad_tags(items, batch["word_mask"].shape[1])
         if self.shape_embedding is not None:
-            shapes = torch.zeros(batch["word_mask"].shape, dtype=torch.long)  # [B, W], 0 pads
-            for b, item in enumerate(items):
-                shapes[b, : len(item["shapes"])] = torch.tensor(item["shapes"])
-            batch["shapes"] = shapes
+            batch["shapes"] = pad_word_ids(items, "shapes", batch["word_mask"].shape[1])  # [B, W], 0 pads
         return batch
 
     def word_states(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -28,14 +28,19 @@ if TYPE_CHECKING:
     from mmner.vision.inputs import VisualInput, VisualInputs
 
 
+def pad_word_ids(items: list[dict[str, Any]], key: str, width: int) -> torch.Tensor:
+    """Each item's per-word ids under `key`, zero-padded to [B, width] (long)."""
+    ids = torch.zeros((len(items), width), dtype=torch.long)
+    for b, item in enumerate(items):
+        ids[b, : len(item[key])] = torch.tensor(item[key])
+    return ids
+
+
 def pad_tags(items: list[dict[str, Any]], width: int) -> torch.Tensor | None:
     """Gold ids [B, W] when every item has gold, else None."""
     if any(item.get("tags") is None for item in items):
         return None
-    tags = torch.zeros((len(items), width), dtype=torch.long)
-    for b, item in enumerate(items):
-        tags[b, : len(item["tags"])] = torch.tensor(item["tags"])
-    return tags
+    return pad_word_ids(items, "tags", width)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from mmner.data.post import Post
 from mmner.errors import MmnerError
 from mmner.models.base import AuxiliaryTask, ModelParams
 from mmner.models.bilstm_crf import RANDOM_DIM, VOCAB_FILE, BiLSTMCRF
-from mmner.models.blocks import AttentionRecord, attention_rows
+from mmner.models.blocks import AttentionRecord, attention_rows, pad_word_ids
 from mmner.models.registry import register
 from mmner.models.relation_labels import weak_relation
 from mmner.models.visualbert_crf import VisualBertCRF, VisualBertCRFParams
@@ -268,10 +268,7 @@ class RpBert(VisualBertCRF):
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().collate(items)
         if self.params.word_pooling == "mean":
-            pieces = torch.zeros(batch["word_mask"].shape, dtype=torch.long)
-            for b, item in enumerate(items):
-                pieces[b, : len(item["word_pieces"])] = torch.tensor(item["word_pieces"])
-            batch["word_pieces"] = pieces
+            batch["word_pieces"] = pad_word_ids(items, "word_pieces", batch["word_mask"].shape[1])
         if self.params.head == "bilstm-crf":
             words = BiLSTMCRF.collate_text(self, items)  # type: ignore[arg-type]
             batch.update({k: words[k] for k in ("word_ids", "vector_ids", "char_ids")})

@@ -47,6 +47,7 @@ from mmner.models.blocks import (
     VisualRegions,
     collate_visual,
     featurize_visual,
+    pad_word_ids,
     resolve_region_params,
 )
 from mmner.models.registry import register
@@ -155,11 +156,7 @@ class UMT(BertCRF):
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().collate(items)
         if self.params.aux and batch["tags"] is not None:
-            width = batch["word_mask"].shape[1]
-            spans = torch.zeros((len(items), width), dtype=torch.long)
-            for b, item in enumerate(items):
-                spans[b, : len(item["span_tags"])] = torch.tensor(item["span_tags"])
-            batch["span_tags"] = spans
+            batch["span_tags"] = pad_word_ids(items, "span_tags", batch["word_mask"].shape[1])
         if self.params.image:
             batch.update(collate_visual(items, self.region_dim, self.special, self.tokenizer.pad_token_id or 0))
             owner = [b for b, item in enumerate(items) for _ in item["windows"]]
