@@ -22,7 +22,9 @@ each run's settings in seed order.
 Besides F1, each R-GCN row records the index: its build time (embedding every training post with the frozen
 encoder, written by `train` into rgcn_index/index.json) and the retrieval time per post (exact top-k search of
 the saved index, on the device named, with the index's own text embeddings as queries; measured the first time
-the table is made on the machine that has the index, and kept in rgcn_index/retrieval.json). `scale` times the
+the table is made on the machine that has the index, and kept in rgcn_index/retrieval.json). Both are copied to
+the run directory's rgcn_index_summary.json, which is committed with the run, so that a checkout without the
+index (a fresh clone) shows them too. `scale` times the
 same search on random collections of growing size (docs/results/rgcn_scale.json), to show how retrieval grows
 with the collection.
 """
@@ -37,6 +39,8 @@ from pathlib import Path
 
 from baselines import variant_of
 from compare import Benchmark, Reference, main
+
+SUMMARY = "rgcn_index_summary.json"  # the index record, committed with the run
 
 # the model config keys of the graph settings a row states (defaults: mmner.models.rgcn.RGCNParams)
 GRAPH_KEYS = ("inter", "intra", "neighbors", "threshold", "inter_threshold", "intra_threshold", "edge_weights",
@@ -86,14 +90,16 @@ def _time_search(queries, keys, valid, k: int, batch: int, repeats: int) -> floa
 def index_record(run_dir: Path, k: int = 5, batch: int = 64) -> dict | None:
     """The saved index's size and build time, and its retrieval time per post: measured the first time on
     this device (k, batch), then kept beside the index (rgcn_index/retrieval.json), so that remaking the
-    table does not change it."""
+    table does not change it. The record is also written to the run directory (SUMMARY, committed with the
+    run; the index itself is not), from which a checkout without the index reads it."""
     import torch
 
     from mmner.models.rgcn import INDEX_DIR, RelationIndex
 
     folder = run_dir / INDEX_DIR
+    summary = run_dir / SUMMARY
     if not (folder / "index.json").is_file():
-        return None
+        return json.loads(summary.read_text()) if summary.is_file() else None
     index = RelationIndex(1, 1)
     index.load(folder)
     device = _device()
@@ -105,8 +111,10 @@ def index_record(run_dir: Path, k: int = 5, batch: int = 64) -> dict | None:
         with torch.inference_mode():
             measured[key] = round(_time_search(index.text_keys, index.image_keys, index.valid, k, batch, repeats=3), 4)
         measured_file.write_text(json.dumps(measured, indent=2) + "\n")
-    return {"index_posts": index.meta["posts"], "index_build_seconds": index.meta.get("build_seconds"),
-            "retrieval_ms_per_post": measured[key], "retrieval_device": str(device)}
+    record = {"index_posts": index.meta["posts"], "index_build_seconds": index.meta.get("build_seconds"),
+              "retrieval_ms_per_post": measured[key], "retrieval_device": str(device)}
+    summary.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def scale(output: Path, dim: int = 768, k: int = 5, batch: int = 64, queries: int = 1024) -> list[dict]:

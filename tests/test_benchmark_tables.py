@@ -365,3 +365,28 @@ def test_rpbert_supervision_is_chosen_on_valid_f1(bench, tmp_path):
         (runs / "rpbert-soft-minilm-twitter2017-s13" / "metrics.json").read_text().replace('"f1": 84.0', '"f1": 83.9'))
     (line,) = [x for x in rpbert._supervision_section(tmp_path / "rpbert.md", runs) if x.startswith("- ")]
     assert "seeds 13:" in line and "best on valid: `soft`, the default of `rpbert-soft` (no relation supervision) stays" in line
+
+
+def test_rgcn_index_record_is_kept_with_the_run_for_a_checkout_without_the_index(monkeypatch, tmp_path):
+    import shutil
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("rgcn", None)
+    import rgcn
+
+    from mmner.models.rgcn import INDEX_DIR, RelationIndex
+
+    run = tmp_path / "rgcn-minilm-twitter2017-s13"
+    index = RelationIndex(4, 4)
+    valid = torch.tensor([True, True, False])
+    index.set(torch.randn(3, 4), torch.randn(3, 4), valid, ["a", "b", "c"], build_seconds=1.5)
+    index.save(run / INDEX_DIR)
+    record = rgcn.index_record(run, k=2, batch=2)
+    assert record["index_posts"] == 3 and record["index_build_seconds"] == 1.5
+    assert record["retrieval_ms_per_post"] > 0
+    shutil.rmtree(run / INDEX_DIR)  # a fresh clone: the index stays on the machine that trained the run
+    assert rgcn.index_record(run, k=2, batch=2) == record
+    (run / rgcn.SUMMARY).unlink()
+    assert rgcn.index_record(run, k=2, batch=2) is None
