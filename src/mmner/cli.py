@@ -287,6 +287,8 @@ def teacher(
                                 "distill.targets (FILE.marginals.jsonl.gz)."),
     tags: Optional[Path] = typer.Option(None, "--tags", help="Also the members' entity-level vote on the posts, for "
                                         "data.extra_train (FILE.tags; k chosen on the members' validation split)."),
+    fold: Optional[str] = typer.Option(None, "--fold", help="k/n: only fold k of n of the posts (cross-fitting); "
+                                       "every member trained on them without that fold (data.holdout)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -294,14 +296,21 @@ def teacher(
     that caption-distill learns from."""
     from mmner.analysis.artifacts import write_tags
     from mmner.train.distill import write_marginals
-    from mmner.train.teacher import member_commits, member_marginals, mean_marginals, vote_tags
+    from mmner.train.teacher import (fold_rows, held_out, member_commits, member_marginals, mean_marginals,
+                                     parse_fold, vote_tags)
 
+    k_of_n = parse_fold(fold) if fold is not None else None
+    if k_of_n is not None and tags is not None:
+        raise MmnerError("--fold with --tags: a tags file covers every post of its data; make it without --fold")
     members = member_commits(run_dirs)
+    held_out(run_dirs, data, k_of_n)
     labels, posts, per_member = member_marginals(run_dirs, data, batch_size, progress=not quiet)
-    mean = mean_marginals(per_member)
-    write_marginals(output, data, labels, [(p.id, m) for p, m in zip(posts, mean)], members=members)
+    posts, mean = fold_rows(posts, mean_marginals(per_member), k_of_n)
+    write_marginals(output, data, labels, [(p.id, m) for p, m in zip(posts, mean)], members=members,
+                    **({"fold": {"fold": k_of_n[0], "folds": k_of_n[1]}} if k_of_n else {}))
     sure = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / max(1, sum(m.shape[0] for m in mean))
-    typer.echo(f"{output}: the mean CRF marginals of {len(run_dirs)} runs for {len(posts)} posts of {data} "
+    typer.echo(f"{output}: the mean CRF marginals of {len(run_dirs)} runs for {len(posts)} posts of {data}"
+               f"{f' (fold {k_of_n[0]} of {k_of_n[1]})' if k_of_n else ''} "
                f"({100 * sure:.1f}% of words with one label above 0.9)")
     if tags is not None:
         voted = vote_tags(run_dirs, data, batch_size, progress=not quiet)

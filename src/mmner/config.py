@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmner.errors import MmnerError
 from mmner.models import registry
@@ -33,6 +33,22 @@ class ExtraTrain(Section):
     tags: str | None = None
 
 
+class Holdout(Section):
+    """A fold of the training posts left out (`data.holdout`): the post at position i (in file order, after
+    `limit_train`) is in fold i mod `folds`. A teacher trained without fold k gives the soft targets of fold
+    k's posts (cross-fitting: benchmarks/teacher_marginals.py --fold k/n), as a teacher's own training posts
+    get almost one-hot marginals."""
+
+    fold: int = Field(ge=0)
+    folds: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "Holdout":
+        if self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} is not one of the {self.folds} folds (0 to {self.folds - 1})")
+        return self
+
+
 class DataConfig(Section):
     train: str = "twitter2017:train"
     extra_train: list[ExtraTrain] = []  # posts added to the training split (after limit_train / train_fraction)
@@ -44,6 +60,7 @@ class DataConfig(Section):
     # A seeded random share of the training posts (after limit_train): low-resource curves. Draws are
     # nested: for one seed, the posts of a smaller fraction are among those of a larger one.
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    holdout: Holdout | None = None  # a fold of the training posts left out (after limit_train, before train_fraction)
 
 
 class OptimConfig(Section):

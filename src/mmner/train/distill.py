@@ -123,7 +123,7 @@ class Teacher:
             for n, pid, values in items:
                 i = position.get(prefix + pid)
                 if i is None:
-                    continue  # a post left out of training (limit_train, train_fraction)
+                    continue  # a post left out of training (limit_train, holdout, train_fraction)
                 if rows[i] is not None:
                     raise MmnerError(f"{path}:{n}: post {pid} has a target already")
                 if len(values) != len(posts[i].tokens):

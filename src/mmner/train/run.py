@@ -188,12 +188,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def in_fold(position: int, fold: int, folds: int) -> bool:
+    """Whether the post at `position` (file order) is in `fold` of `folds` (`data.holdout`)."""
+    return position % folds == fold
+
+
 def training_subset(posts: list[Post], data: DataConfig, seed: int) -> list[Post]:
-    """The training posts a run learns from: the first `limit_train`, then a seeded random
-    `train_fraction` of them (at least one post), in file order. Shuffling once per seed and taking a
-    prefix makes the subsets of one seed nested, so a learning curve adds posts rather than swapping them."""
+    """The training posts a run learns from: the first `limit_train`, less the fold `data.holdout` leaves out,
+    then a seeded random `train_fraction` of them (at least one post), in file order. Shuffling once per seed
+    and taking a prefix makes the subsets of one seed nested, so a learning curve adds posts rather than
+    swapping them."""
     if data.limit_train:
         posts = posts[: data.limit_train]
+    if data.holdout is not None:
+        posts = [p for i, p in enumerate(posts) if not in_fold(i, data.holdout.fold, data.holdout.folds)]
     if data.train_fraction >= 1.0:
         return posts
     order = list(range(len(posts)))
@@ -436,6 +444,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         "git_commits": commits,  # every start's, a resumed run's included
         "train_masked_images": visual["train"]["masked_images"],
         "train_fraction": d.train_fraction,
+        **({"holdout": d.holdout.model_dump()} if d.holdout is not None else {}),
         "train_posts": len(posts["train"]),
         **({"extra_train": [{"data": x.data, "tags": x.tags, "posts": len(part),
                              **({"tags_sha1": data_sha1(Path(x.tags))} if x.tags else {})}

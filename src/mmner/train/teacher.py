@@ -9,6 +9,11 @@ The members are run directories of one label set. For the posts of a split they 
 
 Each member reads the posts with its own visual inputs for that split (its config's captions or features);
 the posts' own tags, if any, are never read.
+
+Cross-fitting (`--fold k/n`, `held_out`): a member's marginals of its own training posts are almost its gold
+tags. Members trained without fold k of their training data (`data.holdout`) teach only that fold's posts,
+so that every post's target comes from models that never saw it; one file per fold, all listed in
+`distill.targets`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,50 @@ def _load(run: Path):  # type: ignore[no-untyped-def]
     if not (Path(run) / "config.yaml").is_file():
         raise MmnerError(f"{run}: not a run directory (no config.yaml)")
     return load_run(run)
+
+
+def parse_fold(text: str) -> tuple[int, int]:
+    """`k/n` -> (k, n): fold k of n (`data.holdout`)."""
+    try:
+        fold, folds = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise MmnerError(f"--fold {text}: expected k/n, e.g. 0/2") from None
+    if folds < 2 or not 0 <= fold < folds:
+        raise MmnerError(f"--fold {text}: n must be at least 2 and k one of 0 to n - 1")
+    return fold, folds
+
+
+def held_out(runs: Sequence[Path], data: str, fold: tuple[int, int] | None) -> None:
+    """Refuse a teacher whose targets would mix seen and unseen posts: with a fold, every member must have
+    trained on `data` without exactly that fold; without one, no member may have left out part of `data`."""
+    from mmner.config import load_config
+    from mmner.data import datadir
+
+    def same(a: str, b: str, data_dir: str | None) -> bool:
+        try:
+            return datadir.resolve(a, data_dir) == datadir.resolve(b, data_dir)
+        except MmnerError:
+            return a == b
+
+    for run in runs:
+        d = load_config(Path(run) / "config.yaml").data
+        trained = same(d.train, data, d.dir)
+        held = (d.holdout.fold, d.holdout.folds) if d.holdout is not None else None
+        if fold is not None and (not trained or held != fold):
+            raise MmnerError(f"--fold {fold[0]}/{fold[1]}: {run} trained on {d.train} with data.holdout "
+                             f"{held and f'{held[0]}/{held[1]}'}; a member must train on {data} without fold "
+                             f"{fold[0]} of {fold[1]}")
+        if fold is None and held is not None and trained:
+            raise MmnerError(f"{run} left out fold {held[0]} of {held[1]} of {data}: give --fold {held[0]}/{held[1]} "
+                             "to teach only the posts it never saw")
+
+
+def fold_rows(posts: Sequence[Post], rows: Sequence[Any], fold: tuple[int, int] | None) -> tuple[list[Post], list[Any]]:
+    """The posts of `fold` (all without one) and their rows."""
+    from mmner.train.run import in_fold
+
+    keep = [i for i in range(len(posts)) if fold is None or in_fold(i, *fold)]
+    return [posts[i] for i in keep], [rows[i] for i in keep]
 
 
 def member_commits(runs: Sequence[Path]) -> dict[str, Any]:
