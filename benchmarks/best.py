@@ -63,14 +63,21 @@ VARIANTS = {
     "caption-distill-long": ("caption-distill", "the schedule: 20 epochs, early stopping after 5 without a better "
                              "valid F1 (instead of 6 epochs, patience 3); the same teacher"),
 }
-# ideas tried on another system: (tag, or "" for runs at the root; the system it changes; that idea's model; what it
-# adds; the tag of the system's runs it is paired with, "" for those at the root)
+# ideas tried on another system or recipe: the runs under `tag` ("" for runs at the root) train `model`; they are
+# paired with the runs of `base_model` under `base` (a tag folder, "" for the root), which `against` describes
 IDEAS = [
-    ("casing", "bert-crf", "bert-crf", "word shapes: each word's casing class (lower, Title, UPPER, mixed, ...) "
-     "embedded in 16 dimensions beside its state, the casing the uncased encoder loses (model.casing 16)",
-     "casing-reference"),
-    ("", "bert-crf-caption", "ctx-crf", "the 3 training posts nearest to the post's text, their gold entities marked by "
-     "type, after the caption (ctx-crf, a longer schedule: 12 epochs, patience 3)", ""),
+    {"tag": "casing", "model": "bert-crf", "base": "casing-reference", "base_model": "bert-crf",
+     "against": "bert-crf (its runs at the idea's commit, casing-reference/)",
+     "adds": "word shapes: each word's casing class (lower, Title, UPPER, mixed, ...) embedded in 16 dimensions "
+             "beside its state, the casing the uncased encoder loses (model.casing 16)"},
+    {"tag": "", "model": "ctx-crf", "base": "", "base_model": "bert-crf-caption", "against": "bert-crf-caption",
+     "adds": "the 3 training posts nearest to the post's text, their gold entities marked by type, after the caption "
+             "(ctx-crf, a longer schedule: 12 epochs, patience 3)"},
+    {"tag": "caption-distill-mpnet-casing-crossfit", "model": "caption-distill", "base": "caption-distill-mpnet-casing",
+     "base_model": "caption-distill", "against": "caption-distill-mpnet-casing (the variant above, its runs)",
+     "adds": "cross-fitting: the MPNet teacher's marginals of its own training posts are almost one-hot, so two more "
+             "runs of it, each trained without one half of the dataset's training posts (data.holdout), give the "
+             "soft targets of the half it never saw; the other dataset's posts as before (the full teacher's)"},
 ]
 
 
@@ -192,13 +199,13 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
                     "vs_bert-crf-caption": _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
                                                    runs_dir / tag, tried, resamples, seed),
                     "teacher": teacher_vote(runs_dir, ds, resamples, seed, runs_dir / tag / tried[0]["run"] / "config.yaml")})
-    for (tag, system, model, what, base), ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
-        tried = _runs(runs_dir / tag, model, ds)
+    for idea, ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
+        tried = _runs(runs_dir / idea["tag"], idea["model"], ds)
         if tried:
-            out["ideas"].append({"dataset": ds, "tag": tag or model, "adds": what,
-                                 "system": system + (f" (its runs at the idea's commit, {base}/)" if base else ""),
-                                 **_tried(runs_dir, tag, tried, _runs(runs_dir / base, system, ds), resamples, seed,
-                                          base)})
+            base = _runs(runs_dir / idea["base"], idea["base_model"], ds)
+            out["ideas"].append({"dataset": ds, "tag": idea["tag"] or idea["model"], "adds": idea["adds"],
+                                 "system": idea["against"],
+                                 **_tried(runs_dir, idea["tag"], tried, base, resamples, seed, idea["base"])})
     return out
 
 
@@ -263,8 +270,8 @@ def render(data: dict, resamples: int) -> str:
                      f"{teacher} | {', '.join(map(str, a['train_minutes']))} | {t['train_minutes'] if t else '–'} |")
     if not data["variants"]:
         lines.append("| – | – | no run has finished yet | | | | | | | |")
-    lines += ["", "## Ideas tried on another system", "",
-              "Each row adds one idea to an existing system (benchmarks/runs/<tag>/), paired by seed with that system;",
+    lines += ["", "## Ideas tried on another system or recipe", "",
+              "Each row adds one idea to an existing system or recipe (benchmarks/runs/<tag>/), paired by seed with it;",
               "a positive Δ means the idea helps. ctx-crf was mmner's candidate system before caption-distill.", "",
               "| dataset | tag | system | adds | seeds | test F1 | Δ vs the system | minutes / run |",
               "|---|---|---|---|---|---|---|---|"]
