@@ -8,12 +8,14 @@ Tables: caption-distill with MiniLM-L6 per dataset (mean ± std over seeds, trai
 that trained it), its Δ vs text-only bert-crf and vs bert-crf-caption (the same network without the teacher)
 paired by seed (paired bootstrap over test posts), the goal and the published BERT-base systems beside it; then
 one row per ablation (each idea removed alone, benchmarks/runs/<tag>/), paired with the full system by seed;
-then ideas tried on other systems.
+then the earlier recipe (a MiniLM-L6 ensemble teacher), paired with the system, with its own ablations and the
+variants that led from it to the system; then ideas tried on other systems or recipes.
 
-The system's runs: those of configs/caption-distill-minilm-<dataset>.yaml, and the runs under
-benchmarks/runs/caption-distill/ that trained `bert-crf-caption` with every other key equal to that config's
-(they were made before the model had a name of its own: the same network, data, teacher and schedule;
-`caption-distill` only refuses to train without a teacher). A seed trained both ways counts once, by its named run.
+The system's runs: those of configs/caption-distill-minilm-<dataset>.yaml, at the root and in the folders of
+SYSTEM_PLACES, each run's keys checked against that config (a run under caption-distill/ trained
+`bert-crf-caption`: it was made before the model had a name of its own; `caption-distill` only refuses to train
+without a teacher). A seed trained in several places counts once, by the first. The earlier recipe's runs: those
+under caption-distill/ that are not the system's.
 """
 
 from __future__ import annotations
@@ -30,14 +32,33 @@ from summary import _p
 
 SYSTEM = "caption-distill"
 ENCODER = "minilm-l6"
-# runs of the system made as bert-crf-caption with the same keys, before it had a name: where, as which model
-UNNAMED = ("caption-distill", "bert-crf-caption")
+# where else the system's runs are, as which model (each run's keys are checked against the system's config): the
+# present recipe's runs, made while it was a variant; the earlier recipe's, made before the model had a name
+SYSTEM_PLACES = (("caption-distill-mpnet-casing", "caption-distill"), ("caption-distill", "bert-crf-caption"))
+# the earlier recipe (a MiniLM-L6 ensemble teacher, no word shapes, 6 epochs): its runs' folder and model
+EARLIER = ("caption-distill", "bert-crf-caption")
+EARLIER_TEXT = ("the MiniLM-L6 ensemble teacher (the seed-13 runs of the dataset's systems, docs/results/ensemble.md: "
+                "their mean CRF marginals and their vote on the other dataset's posts), no word shapes, 6 epochs "
+                "(patience 3)")
 GOAL = {"twitter2015": 74.0, "twitter2017": 86.0}  # test F1, mean of 3 seeds (issue #19)
 # Published multimodal systems with BERT-base (test F1 as each paper reports it; Twitter-2017 as released by UMT)
 ANCHORS = [("UMT (Yu et al. 2020)", 73.41, 85.31), ("UMGF (Zhang et al. 2021)", 74.85, 85.51),
            ("HVPNeT (Chen et al. 2022)", 75.32, 86.87), ("MKGformer (Chen et al. 2022)", None, 87.49)]
 # ablation tag -> (the model its runs train, what it removes) (benchmarks/matrix-best.yaml)
 ABLATIONS = {
+    "without-mpnet-teacher": ("caption-distill", "the MPNet-base teacher: the earlier recipe's MiniLM-L6 ensemble "
+                              "(its marginals and its vote on the other dataset's posts) instead"),
+    "without-casing": ("caption-distill", "word shapes in the student (model.casing 0; the teacher keeps its own)"),
+    "without-long-schedule": ("caption-distill", "the longer schedule: 6 epochs, patience 3"),
+    "without-caption": ("bert-crf", "the caption: text-only bert-crf with the same teacher, posts, word shapes and "
+                        "schedule"),
+    "without-other-posts": ("caption-distill", "the other dataset's posts: soft targets for the dataset's own "
+                            "training posts only"),
+    "without-soft-targets": ("bert-crf-caption", "the soft targets: the other dataset's posts with the teacher's "
+                             "tags, trained on the CRF loss alone (no distill)"),
+}
+# the earlier recipe's ablations
+EARLIER_ABLATIONS = {
     "caption-distill-own": ("bert-crf-caption", "the other dataset's posts: soft targets for the dataset's own training "
                             "posts only (no data.extra_train)"),
     "caption-selftrain": ("bert-crf-caption", "the soft targets: the other dataset's posts with the ensemble's voted "
@@ -46,7 +67,8 @@ ABLATIONS = {
                              "visual.source: none)"),
 }
 REFERENCES = ("bert-crf", "bert-crf-caption")
-# variant tag -> (the model its runs train, what it changes): the system's recipe with one change (teacher or schedule)
+# variant tag -> (the model its runs train, what it changes): the earlier recipe with one change (teacher, word
+# shapes or schedule), on the way to the system
 VARIANTS = {
     "caption-distill-mpnet-teacher": ("caption-distill", "the teacher: one MPNet-base bert-crf-caption run of the dataset "
                                       "(seed 13, trained on the same CPU) in place of the MiniLM-L6 ensemble, for both its "
@@ -57,9 +79,6 @@ VARIANTS = {
                                          "longer schedule: 20 epochs (patience 5) instead of 6"),
     "caption-distill-casing": ("caption-distill", "word shapes: each word's casing class (lower, Title, UPPER, "
                                "mixed, ...) embedded in 16 dimensions beside its state (model.casing 16)"),
-    "caption-distill-mpnet-casing": ("caption-distill", "three at once: the teacher one MPNet-base bert-crf-caption run "
-                                     "with word shapes (model.casing 16; seed 13, trained on the same CPU) in place of "
-                                     "the MiniLM-L6 ensemble, word shapes in the student too, and 20 epochs (patience 5)"),
     "caption-distill-long": ("caption-distill", "the schedule: 20 epochs, early stopping after 5 without a better "
                              "valid F1 (instead of 6 epochs, patience 3); the same teacher"),
 }
@@ -124,14 +143,22 @@ def _runs(runs_dir: Path, variant: str, dataset: str) -> list[dict]:
 
 
 def system_runs(runs_dir: Path, dataset: str) -> list[dict]:
-    """caption-distill's MiniLM-L6 runs on `dataset`, by seed, named and unnamed (module docstring); an
-    unnamed run's `run` is its path under `runs_dir`."""
+    """caption-distill's MiniLM-L6 runs on `dataset`, by seed, at the root and in SYSTEM_PLACES (module
+    docstring); a run in a folder has its path under `runs_dir` as its `run`."""
     named = {r["seed"]: r for r in _runs(runs_dir, SYSTEM, dataset)}
-    tag, model = UNNAMED
-    for r in _runs(runs_dir / tag, model, dataset):
-        if r["seed"] not in named and same_recipe(runs_dir / tag / r["run"] / "config.yaml", system_config(dataset)):
-            named[r["seed"]] = {**r, "run": f"{tag}/{r['run']}"}
+    for tag, model in SYSTEM_PLACES:
+        for r in _runs(runs_dir / tag, model, dataset):
+            if r["seed"] not in named and same_recipe(runs_dir / tag / r["run"] / "config.yaml", system_config(dataset)):
+                named[r["seed"]] = {**r, "run": f"{tag}/{r['run']}"}
     return [named[s] for s in sorted(named)]
+
+
+def earlier_runs(runs_dir: Path, dataset: str, system: list[dict]) -> list[dict]:
+    """The earlier recipe's runs on `dataset` (EARLIER's folder, less any that are the system's), `run` as a path."""
+    tag, model = EARLIER
+    taken = {r["run"] for r in system}
+    return [{**r, "run": f"{tag}/{r['run']}"} for r in _runs(runs_dir / tag, model, dataset)
+            if f"{tag}/{r['run']}" not in taken]
 
 
 def _paired(runs_dir: Path, base_dir: Path, bases: list[dict], other_dir: Path, others: list[dict], resamples: int,
@@ -170,35 +197,52 @@ def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resa
             "commits": sorted({c for r in tried for c in run_commits(r)})}
 
 
+def _row(runs_dir: Path, dataset: str, runs: list[dict], resamples: int, seed: int, config: Path | None = None) -> dict:
+    """A recipe's row: its runs' F1, Δ vs the references paired by seed, its teacher, epochs and times."""
+    row = {"dataset": dataset, "seeds": [r["seed"] for r in runs], "f1": round(statistics.mean(r["f1"] for r in runs), 2),
+           "f1_std": round(statistics.stdev(r["f1"] for r in runs), 2) if len(runs) > 1 else None,
+           "f1_cell": _f1(runs), "goal": GOAL[dataset], "train_minutes": [round(training_seconds(r) / 60, 1) for r in runs],
+           "epochs": [f"{r['epochs']} ({r['best_epoch']})" for r in runs], "device": device_cell(runs),
+           "runs": [r["run"] for r in runs], "commits": sorted({c for r in runs for c in run_commits(r)})}
+    for ref in REFERENCES:
+        row[f"vs_{ref}"] = _paired(runs_dir, runs_dir, _runs(runs_dir, ref, dataset), runs_dir, runs, resamples, seed)
+    row["teacher"] = teacher_vote(runs_dir, dataset, resamples, seed, config)
+    return row
+
+
+def _changed(runs_dir: Path, dataset: str, table: dict, against: list[dict], resamples: int, seed: int,
+             key: str) -> list[dict]:
+    """One row per tag of `table` (tag -> (model, what)) with runs on `dataset`, paired with `against` by seed."""
+    rows = []
+    for tag, (model, what) in table.items():
+        tried = _runs(runs_dir / tag, model, dataset)
+        if tried:
+            rows.append({"dataset": dataset, "tag": tag, "model": model, key: what,
+                         **_tried(runs_dir, tag, tried, against, resamples, seed)})
+    return rows
+
+
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
-    out: dict = {"system": [], "ablations": [], "variants": [], "ideas": []}
+    out: dict = {"system": [], "ablations": [], "earlier": [], "earlier_ablations": [], "variants": [], "ideas": []}
     for ds in ("twitter2015", "twitter2017"):
         runs = system_runs(runs_dir, ds)
-        if not runs:
+        if runs:
+            out["system"].append(_row(runs_dir, ds, runs, resamples, seed))
+            out["ablations"] += _changed(runs_dir, ds, ABLATIONS, runs, resamples, seed, "removes")
+        earlier = earlier_runs(runs_dir, ds, runs)
+        if not earlier:
             continue
-        row = {"dataset": ds, "seeds": [r["seed"] for r in runs], "f1": round(statistics.mean(r["f1"] for r in runs), 2),
-               "f1_std": round(statistics.stdev(r["f1"] for r in runs), 2) if len(runs) > 1 else None,
-               "f1_cell": _f1(runs), "goal": GOAL[ds], "train_minutes": [round(training_seconds(r) / 60, 1) for r in runs],
-               "epochs": [f"{r['epochs']} ({r['best_epoch']})" for r in runs], "device": device_cell(runs),
-               "runs": [r["run"] for r in runs], "commits": sorted({c for r in runs for c in run_commits(r)})}
-        for ref in REFERENCES:
-            row[f"vs_{ref}"] = _paired(runs_dir, runs_dir, _runs(runs_dir, ref, ds), runs_dir, runs, resamples, seed)
-        row["teacher"] = teacher_vote(runs_dir, ds, resamples, seed)
-        out["system"].append(row)
-        for tag, (model, what) in ABLATIONS.items():
-            ablated = _runs(runs_dir / tag, model, ds)
-            if ablated:
-                out["ablations"].append({"dataset": ds, "tag": tag, "model": model, "removes": what,
-                                         **_tried(runs_dir, tag, ablated, runs, resamples, seed)})
-        for tag, (model, what) in VARIANTS.items():
-            tried = _runs(runs_dir / tag, model, ds)
-            if tried:
-                out["variants"].append({
-                    "dataset": ds, "tag": tag, "model": model, "changes": what,
-                    **_tried(runs_dir, tag, tried, runs, resamples, seed),
-                    "vs_bert-crf-caption": _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
-                                                   runs_dir / tag, tried, resamples, seed),
-                    "teacher": teacher_vote(runs_dir, ds, resamples, seed, runs_dir / tag / tried[0]["run"] / "config.yaml")})
+        row = _row(runs_dir, ds, earlier, resamples, seed, runs_dir / earlier[0]["run"] / "config.yaml")
+        row["vs_system"] = _paired(runs_dir, runs_dir, runs, runs_dir, earlier, resamples, seed) if runs else None
+        out["earlier"].append(row)
+        out["earlier_ablations"] += _changed(runs_dir, ds, EARLIER_ABLATIONS, earlier, resamples, seed, "removes")
+        for variant in _changed(runs_dir, ds, VARIANTS, earlier, resamples, seed, "changes"):
+            tag, tried = variant["tag"], _runs(runs_dir / variant["tag"], variant["model"], ds)
+            variant["vs_bert-crf-caption"] = _paired(runs_dir, runs_dir, _runs(runs_dir, "bert-crf-caption", ds),
+                                                     runs_dir / tag, tried, resamples, seed)
+            variant["teacher"] = teacher_vote(runs_dir, ds, resamples, seed,
+                                              runs_dir / tag / tried[0]["run"] / "config.yaml")
+            out["variants"].append(variant)
     for idea, ds in ((idea, ds) for idea in IDEAS for ds in ("twitter2015", "twitter2017")):
         tried = _runs(runs_dir / idea["tag"], idea["model"], ds)
         if tried:
@@ -209,67 +253,99 @@ def build(runs_dir: Path, resamples: int, seed: int) -> dict:
     return out
 
 
+def _teacher(t: dict | None) -> str:
+    """The teacher's test F1 (the vote of its runs, or the one run's own tags), its runs and training minutes."""
+    if not t:
+        return "–"
+    n = len(t["members"])
+    how = f"{n} runs, k {t['min_votes']}" if n > 1 else "1 run"
+    return f"{t['test_f1']:.2f} ({how}; {t['train_minutes']} min)"
+
+
+def _minutes(r: dict) -> str:
+    return ", ".join(map(str, r["train_minutes"]))
+
+
+def _changed_table(rows: list[dict], key: str, against: str, empty: str, resamples: int) -> list[str]:
+    lines = [f"| dataset | tag | {key} | seeds | test F1 | Δ vs {against} | minutes / run |", "|---|---|---|---|---|---|---|"]
+    for a in rows:
+        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a[key]} | {', '.join(map(str, a['seeds']))} | "
+                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_minutes(a)} |")
+    if not rows:
+        lines.append(f"| – | – | {empty} | | | | |")
+    return lines
+
+
 def render(data: dict, resamples: int) -> str:
     lines = [
         "# caption-distill, mmner's own system",
         "",
         "Made by `benchmarks/best.py` from the runs of `benchmarks/matrix-best.yaml` under `benchmarks/runs`.",
         "caption-distill (`mmner/models/caption_distill.py`, `configs/caption-distill-*.yaml`): bert-crf-caption's",
-        "network (`[CLS] text [SEP] caption [SEP]`, BLIP-2 captions, MiniLM-L6, CRF over the text) trained towards an",
-        "ensemble of the dataset's systems (one seed-13 run each, docs/results/ensemble.md): every training post on",
-        "(1 - 0.5) x its CRF loss + 0.5 x KL(the ensemble's mean CRF marginals || the model's), and the other Twitter",
-        "dataset's training posts added with the ensemble's voted tags. One model is left: tagging costs what",
-        "bert-crf-caption costs. Test split, entity-level F1 (conlleval), epoch selected on valid F1, mean ± std over",
-        "seeds. Δ: paired by seed against the same dataset's runs of the reference, paired bootstrap over test posts",
+        "network (`[CLS] text [SEP] caption [SEP]`, BLIP-2 captions, MiniLM-L6, CRF over the text) with word shapes",
+        "(each word's casing class embedded in 16 dimensions beside its state, `model.casing`), trained towards a",
+        "larger teacher: one MPNet-base bert-crf-caption run with word shapes (seed 13, trained on the same CPU).",
+        "Every training post is trained on (1 - 0.5) x its CRF loss + 0.5 x KL(the teacher's CRF marginals || the",
+        "model's), and the other Twitter dataset's training posts are added with the teacher's tags; up to 20 epochs,",
+        "stopped after 5 without a better valid F1. One model is left: tagging costs what bert-crf-caption costs.",
+        "Test split, entity-level F1 (conlleval), epoch selected on valid F1, mean ± std over seeds. Δ: paired by",
+        "seed against the same dataset's runs of the reference, paired bootstrap over test posts",
         f"({resamples} resamples), 95% interval and p. Goal (issue #19): Twitter-2015 ≥ 74.0, Twitter-2017 ≥ 86.0",
         "with MiniLM-L6 on a 2-core CPU, mean of 3 seeds. Minutes / run: the sum of the run's epochs (training and",
-        "validation, wall clock, over every start of a resumed run) on the device named. The runs under",
-        "`caption-distill/` trained `bert-crf-caption` with every other key of the system's config (checked by this",
-        "script): they predate the model's name, which only adds the check that a teacher is set.",
+        "validation, wall clock, over every start of a resumed run) on the device named. The system's runs are",
+        "under `caption-distill-mpnet-casing/` (the recipe's name while it was a variant of the earlier one; this",
+        "script checks each run's keys against the system's config).",
         "",
         "## The system",
         "",
-        "| dataset | seeds | test F1 | goal | Δ vs bert-crf | Δ vs bert-crf-caption (no teacher) | the teacher's vote | epochs (best) | minutes / run | device, precision |",
+        "| dataset | seeds | test F1 | goal | Δ vs bert-crf | Δ vs bert-crf-caption (no teacher) | the teacher | epochs (best) | minutes / run | device, precision |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["system"]:
-        t = r.get("teacher")
-        vote = f"{t['test_f1']:.2f} ({len(t['members'])} runs, k {t['min_votes']}; {t['train_minutes']} min)" if t else "–"
         lines.append(f"| {r['dataset']} | {', '.join(map(str, r['seeds']))} | {r['f1_cell']} | {r['goal']:.1f} | "
-                     f"{_delta(r['vs_bert-crf'], resamples)} | {_delta(r['vs_bert-crf-caption'], resamples)} | {vote} | "
-                     f"{', '.join(r['epochs'])} | {', '.join(map(str, r['train_minutes']))} | {r['device']} |")
+                     f"{_delta(r['vs_bert-crf'], resamples)} | {_delta(r['vs_bert-crf-caption'], resamples)} | "
+                     f"{_teacher(r.get('teacher'))} | {', '.join(r['epochs'])} | {_minutes(r)} | {r['device']} |")
     if not data["system"]:
         lines.append("| – | – | no run has finished yet | | | | | | | |")
-    lines += ["", "The teacher's vote: the test F1 of the ensemble whose CRF marginals the system learns from, as an",
-              "entity-level vote of its member runs (benchmarks/ensemble.py, k votes chosen on valid); it costs every",
-              "member's model to run, the system one; min: the minutes that training its members took (once, for",
-              "every seed of the system)."]
+    lines += ["", "The teacher: its test F1 (the one run's own tags; for an ensemble, the entity-level vote of its runs,",
+              "benchmarks/ensemble.py, k votes chosen on valid) and the minutes that training it took, once for every",
+              "seed of the student. It costs its own model to run; the system, one MiniLM-L6 model."]
     lines += ["", "Published multimodal systems with BERT-base (110M parameters; their papers' test F1), for reference:", "",
               "| system | Twitter-2015 | Twitter-2017 |", "|---|---|---|"]
     lines += [f"| {name} | {a if a is not None else '–'} | {b} |" for name, a, b in ANCHORS]
     lines += ["", "## Ablations: each idea removed alone", "",
               "Each row is the system with one change (benchmarks/runs/<tag>/), paired by seed with the full system;",
-              "a negative Δ means the idea helps.", "",
-              "| dataset | tag | removes | seeds | test F1 | Δ vs the system | minutes / run |", "|---|---|---|---|---|---|---|"]
-    for a in data["ablations"]:
-        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['removes']} | {', '.join(map(str, a['seeds']))} | "
-                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {', '.join(map(str, a['train_minutes']))} |")
-    if not data["ablations"]:
-        lines.append("| – | – | no ablation run has finished yet | | | | |")
-    lines += ["", "## Variants: the same recipe with another teacher or schedule", "",
-              "Each row is the system's recipe with one change (benchmarks/runs/<tag>/), paired by seed with the system;",
-              "a positive Δ means the variant is better. The teacher: its test F1 (the vote of its runs, or the one run's",
-              "own tags) and the minutes that training it took, once for every seed of the student.", "",
-              "| dataset | tag | changes | seeds | test F1 | Δ vs the system | Δ vs bert-crf-caption (no teacher) | "
-              "the teacher | minutes / run | teacher minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "a negative Δ means the idea helps.", ""]
+    lines += _changed_table(data["ablations"], "removes", "the system", "no ablation run has finished yet", resamples)
+    lines += ["", "## The earlier recipe: a MiniLM-L6 ensemble teacher", "",
+              f"caption-distill as first made: {EARLIER_TEXT}; the rest as the system (runs under",
+              "`caption-distill/`, which trained `bert-crf-caption` with the recipe's keys before the model had a name).",
+              "Δ vs the system: the earlier recipe minus the system, paired by seed (negative: the system is better).", "",
+              "| dataset | seeds | test F1 | Δ vs the system | Δ vs bert-crf | Δ vs bert-crf-caption (no teacher) | the teacher | "
+              "epochs (best) | minutes / run | device, precision |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["earlier"]:
+        lines.append(f"| {r['dataset']} | {', '.join(map(str, r['seeds']))} | {r['f1_cell']} | "
+                     f"{_delta(r.get('vs_system'), resamples)} | {_delta(r['vs_bert-crf'], resamples)} | "
+                     f"{_delta(r['vs_bert-crf-caption'], resamples)} | {_teacher(r.get('teacher'))} | "
+                     f"{', '.join(r['epochs'])} | {_minutes(r)} | {r['device']} |")
+    if not data["earlier"]:
+        lines.append("| – | – | no run has finished yet | | | | | | | |")
+    lines += ["", "### Its ablations", "",
+              "Each row is the earlier recipe with one idea removed, paired by seed with it; a negative Δ means the",
+              "idea helps.", ""]
+    lines += _changed_table(data["earlier_ablations"], "removes", "the earlier recipe", "no ablation run has finished yet",
+                            resamples)
+    lines += ["", "### Its variants: the way to the system", "",
+              "Each row is the earlier recipe with one change (benchmarks/runs/<tag>/), paired by seed with it; a",
+              "positive Δ means the variant is better. The teacher as above.", "",
+              "| dataset | tag | changes | seeds | test F1 | Δ vs the earlier recipe | Δ vs bert-crf-caption (no teacher) | "
+              "the teacher | minutes / run |", "|---|---|---|---|---|---|---|---|---|"]
     for a in data["variants"]:
-        t = a.get("teacher")
-        teacher = f"{t['test_f1']:.2f} ({len(t['members'])} run{'s' if len(t['members']) > 1 else ''})" if t else "–"
         lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['changes']} | {', '.join(map(str, a['seeds']))} | "
                      f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_delta(a['vs_bert-crf-caption'], resamples)} | "
-                     f"{teacher} | {', '.join(map(str, a['train_minutes']))} | {t['train_minutes'] if t else '–'} |")
+                     f"{_teacher(a.get('teacher'))} | {_minutes(a)} |")
     if not data["variants"]:
-        lines.append("| – | – | no run has finished yet | | | | | | | |")
+        lines.append("| – | – | no run has finished yet | | | | | | |")
     lines += ["", "## Ideas tried on another system or recipe", "",
               "Each row adds one idea to an existing system or recipe (benchmarks/runs/<tag>/), paired by seed with it;",
               "a positive Δ means the idea helps. ctx-crf was mmner's candidate system before caption-distill.", "",
@@ -277,16 +353,18 @@ def render(data: dict, resamples: int) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for a in data.get("ideas", []):
         lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['system']} | {a['adds']} | {', '.join(map(str, a['seeds']))} | "
-                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {', '.join(map(str, a['train_minutes']))} |")
+                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_minutes(a)} |")
     if not data.get("ideas"):
         lines.append("| – | – | – | no run has finished yet | | | | |")
-    runs = [run for r in data["system"] for run in r["runs"]]
-    if runs:
-        lines += ["", "Runs of the system: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
-                  + ", ".join(sorted({c for r in data["system"] for c in r["commits"]})) + "."]
-    ablation_commits = sorted({c for a in data["ablations"] + data["variants"] + data["ideas"] for c in a["commits"]})
-    if ablation_commits:
-        lines += ["", "Commits of the ablation, variant and idea runs: " + ", ".join(ablation_commits) + "."]
+    for title, rows in (("Runs of the system", data["system"]), ("Runs of the earlier recipe", data["earlier"])):
+        runs = [run for r in rows for run in r["runs"]]
+        if runs:
+            lines += ["", f"{title}: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
+                      + ", ".join(sorted({c for r in rows for c in r["commits"]})) + "."]
+    others = data["ablations"] + data["earlier_ablations"] + data["variants"] + data["ideas"]
+    commits = sorted({c for a in others for c in a["commits"]})
+    if commits:
+        lines += ["", "Commits of the ablation, variant and idea runs: " + ", ".join(commits) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(data, args.resamples))
     args.output.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
-    print(f"wrote {args.output} ({len(data['system'])} system rows, {len(data['ablations'])} ablations)")
+    print(f"wrote {args.output} ({len(data['system'])} system rows, {len(data['ablations'])} ablations, "
+          f"{len(data['earlier'])} rows of the earlier recipe)")
     return 0
 
 

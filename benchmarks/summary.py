@@ -41,11 +41,11 @@ PAPER_DELTA: dict[str, dict[str, Any]] = {
     "rgcn": {"baseline": "BERT-CRF (Zhao et al., slides)", "delta": (75.00 - 71.81, 87.11 - 83.44)},
 }
 DATASETS = ("twitter2015", "twitter2017")
-# Leaderboard rows that are no answer to the question: systems trained towards an ensemble of the others, whose
-# Δ vs bert-crf is mostly the teacher's; where their image Δ is measured instead
-NOT_THE_IMAGE = {"caption-distill": "mmner's own system, trained towards an ensemble of the systems: its Δ vs "
-                                    "bert-crf is mostly the teacher's; its ablation without the caption "
-                                    "(docs/results/best.md, `caption-distill-text`) is the image's part"}
+# Leaderboard rows that are no answer to the question: systems trained towards a teacher, whose Δ vs bert-crf is
+# mostly the teacher's; where their image Δ is measured instead
+NOT_THE_IMAGE = {"caption-distill": "mmner's own system, trained towards a larger teacher: its Δ vs bert-crf is "
+                                    "mostly the teacher's; its ablation without the caption (docs/results/best.md, "
+                                    "`without-caption`) is the image's part"}
 
 
 def paper_delta(system: str, dataset: str) -> tuple[float | None, str | None]:

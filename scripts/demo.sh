@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job from nothing (called by `make demo`): train mmner's own system, caption-distill, short (MiniLM-L6
-# reading the post with the BLIP-2 caption of its image, trained towards the committed teacher ensemble's CRF
-# marginals) on Twitter-2017, evaluate it on the test split beside the committed text-only row, and tag the
+# reading the post with the BLIP-2 caption of its image, trained towards the committed teacher's CRF marginals)
+# on Twitter-2017, evaluate it on the test split beside the committed text-only row, and tag the
 # sample posts that come with images, with and without their captions, to show what the image changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -309,9 +309,11 @@ def test_best_counts_the_systems_runs_made_before_it_had_a_name(bench, monkeypat
     assert "caption-distill" not in {r["system"] for r in summary.question_rows([sec])}
 
 
-def test_best_pairs_a_variant_of_the_recipe_with_the_system_by_seed(bench, monkeypatch, tmp_path, tiny_corpus):
-    """benchmarks/best.py: runs of a variant tag (the system's recipe with another teacher) are paired with the
-    system's runs of the same seed and with bert-crf-caption; the table names the teacher and its training minutes."""
+def test_best_pairs_ablations_with_the_system_and_variants_with_the_earlier_recipe(bench, monkeypatch, tmp_path,
+                                                                                   tiny_corpus):
+    """benchmarks/best.py: an ablation's runs are paired with the system's of the same seed; the earlier recipe's
+    runs (under caption-distill/, not the system's) are paired with the system, and its variants with them and
+    with bert-crf-caption; the tables name each teacher and its training minutes."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     for name in ("leaderboard", "best", "summary"):
         sys.modules.pop(name, None)
@@ -319,8 +321,13 @@ def test_best_pairs_a_variant_of_the_recipe_with_the_system_by_seed(bench, monke
 
     gold, runs = tiny_corpus["test"], tmp_path / "runs"
     system = {s: make_scored_run(runs, f"caption-distill-minilm-twitter2017-s{s}", "caption-distill", s, gold, w,
-                                 "caption") for s, w in ((13, 3), (21, 2))}
+                                 "caption") for s, w in ((13, 1), (21, 2))}
+    earlier = {s: make_scored_run(runs / "caption-distill", f"bert-crf-caption-minilm-twitter2017-s{s}",
+                                  "bert-crf-caption", s, gold, w, "caption") for s, w in ((13, 3), (21, 2))}
+    monkeypatch.setattr(best, "same_recipe", lambda run_config, config: False)  # the earlier runs: another recipe
     make_scored_run(runs, "bert-crf-caption-minilm-twitter2017-s13", "bert-crf-caption", 13, gold, 5, "caption")
+    ablation = make_scored_run(runs / "without-casing", "caption-distill-minilm-twitter2017-s13", "caption-distill", 13,
+                               gold, 4, "caption")
     tag = next(iter(best.VARIANTS))
     variant = make_scored_run(runs / tag, "caption-distill-minilm-twitter2017-s13", "caption-distill", 13, gold, 0,
                               "caption")
@@ -333,14 +340,24 @@ def test_best_pairs_a_variant_of_the_recipe_with_the_system_by_seed(bench, monke
 
     monkeypatch.setattr(best, "teacher_vote", teacher)
     data = best.build(runs, resamples=200, seed=0)
+    assert [r["seeds"] for r in data["system"]] == [[13, 21]]
+    (row,) = data["ablations"]
+    assert row["tag"] == "without-casing" and row["vs_system"]["delta"] == pytest.approx(ablation - system[13], abs=0.02)
+    (old,) = data["earlier"]
+    assert old["runs"] == ["caption-distill/bert-crf-caption-minilm-twitter2017-s13",
+                           "caption-distill/bert-crf-caption-minilm-twitter2017-s21"]
+    assert old["vs_system"]["seeds"] == [13, 21] and old["vs_system"]["delta"] == pytest.approx(
+        (earlier[13] + earlier[21] - system[13] - system[21]) / 2, abs=0.02)
     (row,) = data["variants"]
     assert row["tag"] == tag and row["seeds"] == [13] and row["f1_cell"] == f"{variant:.2f}"
-    assert row["vs_system"]["seeds"] == [13] and row["vs_system"]["delta"] == pytest.approx(variant - system[13], abs=0.01)
+    assert row["vs_system"]["seeds"] == [13] and row["vs_system"]["delta"] == pytest.approx(variant - earlier[13], abs=0.02)
     assert row["vs_bert-crf-caption"]["seeds"] == [13] and row["vs_bert-crf-caption"]["delta"] > 0
-    assert teachers[-1] == runs / tag / "caption-distill-minilm-twitter2017-s13" / "config.yaml"
+    assert teachers == [None, runs / "caption-distill" / "bert-crf-caption-minilm-twitter2017-s13" / "config.yaml",
+                        runs / tag / "caption-distill-minilm-twitter2017-s13" / "config.yaml"]
     text = best.render(data, 200)
     line = next(x for x in text.splitlines() if f"`{tag}`" in x)
-    assert "88.23 (1 run)" in line and line.rstrip(" |").endswith("20.5")
+    assert "88.23 (1 run; 20.5 min)" in line and line.rstrip(" |").endswith("10.0")
+    assert "| twitter2017 | `without-casing` | word shapes in the student" in text
 
 
 def test_rpbert_supervision_is_chosen_on_valid_f1(bench, tmp_path):

@@ -82,6 +82,19 @@ def test_dataset_names_unquoted_in_flow_lists(tmp_path, configs):
         sw.load_matrix(matrix)
 
 
+def test_a_blocks_set_takes_a_yaml_alias_of_a_list_in_line(tmp_path, configs):
+    """`set: [*recipe, key=value]`: the alias's overrides, then the block's own, in order (later ones win)."""
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(f"seeds: [1]\ndatasets: [twitter2017]\nconfigs_dir: {configs}\nblocks:\n"
+                      "  - {name: p, configs: [solo], tag: p, set: &recipe [trainer.max_epochs=2, trainer.patience=1]}\n"
+                      "  - {name: q, configs: [solo], tag: q, set: &more [*recipe, trainer.max_epochs=3]}\n"
+                      "  - {name: r, configs: [solo], tag: r, set: [*more, trainer.patience=2]}\n")
+    _, runs = sw.load_matrix(matrix)
+    assert runs[1].sets == ("trainer.max_epochs=2", "trainer.patience=1", "trainer.max_epochs=3")
+    assert runs[2].sets == runs[1].sets + ("trainer.patience=2",)  # an alias of a list that holds an alias
+    assert [r.max_epochs for r in runs] == [2, 3, 3]
+
+
 @pytest.mark.parametrize("top, blocks, message", [
     ({"sedes": [1]}, [{"name": "x", "configs": ["solo"]}], "matrix key 'sedes': unknown key (allowed: root, seeds,"),
     ({}, [{"name": "x", "configs": ["solo"]}, {"name": "y", "configs": ["solo"], "sett": []}],

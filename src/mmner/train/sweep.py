@@ -46,6 +46,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _flat(items: list) -> list:
+    """Lists inside a list in line, at any depth (an alias of a list that holds an alias)."""
+    return [x for item in items for x in (_flat(item) if isinstance(item, list) else [item])]
+
+
 class Block(_Strict):
     name: str = Field(min_length=1)
     configs: list[str] = Field(min_length=1)
@@ -57,7 +62,11 @@ class Block(_Strict):
     @field_validator("configs", "set", "datasets", mode="before")
     @classmethod
     def _one_name(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value  # `configs: umt-minilm-{dataset}` is a list of one
+        if isinstance(value, str):
+            return [value]  # `configs: umt-minilm-{dataset}` is a list of one
+        if isinstance(value, list):  # `set: [*recipe, model.casing=0]`: YAML aliases of lists, in line
+            return _flat(value)
+        return value
 
     @field_validator("set")
     @classmethod
