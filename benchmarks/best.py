@@ -266,14 +266,17 @@ def _minutes(r: dict) -> str:
     return ", ".join(map(str, r["train_minutes"]))
 
 
-def _changed_table(rows: list[dict], key: str, against: str, empty: str, resamples: int) -> list[str]:
-    lines = [f"| dataset | tag | {key} | seeds | test F1 | Δ vs {against} | minutes / run |", "|---|---|---|---|---|---|---|"]
-    for a in rows:
-        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a[key]} | {', '.join(map(str, a['seeds']))} | "
-                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_minutes(a)} |")
+def _table(rows: list[dict], columns: list[tuple[str, object]], empty: str) -> list[str]:
+    """A markdown table: `columns` are (header, the cell of a row); one row saying `empty` when there are none."""
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell(r)) for _, cell in columns) + " |" for r in rows]  # type: ignore[operator]
     if not rows:
-        lines.append(f"| – | – | {empty} | | | | |")
+        lines.append("| – | " + empty + " |" + " |" * (len(columns) - 2))
     return lines
+
+
+def _seeds(r: dict) -> str:
+    return ", ".join(map(str, r["seeds"]))
 
 
 def render(data: dict, resamples: int) -> str:
@@ -298,64 +301,67 @@ def render(data: dict, resamples: int) -> str:
         "",
         "## The system",
         "",
-        "| dataset | seeds | test F1 | goal | Δ vs bert-crf | Δ vs bert-crf-caption (no teacher) | the teacher | epochs (best) | minutes / run | device, precision |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in data["system"]:
-        lines.append(f"| {r['dataset']} | {', '.join(map(str, r['seeds']))} | {r['f1_cell']} | {r['goal']:.1f} | "
-                     f"{_delta(r['vs_bert-crf'], resamples)} | {_delta(r['vs_bert-crf-caption'], resamples)} | "
-                     f"{_teacher(r.get('teacher'))} | {', '.join(r['epochs'])} | {_minutes(r)} | {r['device']} |")
-    if not data["system"]:
-        lines.append("| – | – | no run has finished yet | | | | | | | |")
+
+    def delta(key: str):
+        return lambda r: _delta(r.get(key), resamples)
+
+    def cell(key: str):
+        return lambda r: r[key]
+
+    def code(r: dict) -> str:
+        return f"`{r['tag']}`"
+
+    teacher = ("the teacher", lambda r: _teacher(r.get("teacher")))
+    times = [("epochs (best)", lambda r: ", ".join(r["epochs"])), ("minutes / run", _minutes),
+             ("device, precision", cell("device"))]
+    lines += _table(data["system"], [("dataset", cell("dataset")), ("seeds", _seeds), ("test F1", cell("f1_cell")),
+                                     ("goal", lambda r: f"{r['goal']:.1f}"), ("Δ vs bert-crf", delta("vs_bert-crf")),
+                                     ("Δ vs bert-crf-caption (no teacher)", delta("vs_bert-crf-caption")), teacher,
+                                     *times], "no run has finished yet")
     lines += ["", "The teacher: its test F1 (the one run's own tags; for an ensemble, the entity-level vote of its runs,",
               "benchmarks/ensemble.py, k votes chosen on valid) and the minutes that training it took, once for every",
               "seed of the student. It costs its own model to run; the system, one MiniLM-L6 model."]
     lines += ["", "Published multimodal systems with BERT-base (110M parameters; their papers' test F1), for reference:", "",
               "| system | Twitter-2015 | Twitter-2017 |", "|---|---|---|"]
     lines += [f"| {name} | {a if a is not None else '–'} | {b} |" for name, a, b in ANCHORS]
+
+    def changed(rows: list[dict], key: str, against: str) -> list[str]:
+        return _table(rows, [("dataset", cell("dataset")), ("tag", code), (key, cell(key)), ("seeds", _seeds),
+                             ("test F1", cell("f1_cell")), (f"Δ vs {against}", delta("vs_system")),
+                             ("minutes / run", _minutes)], "no run has finished yet")
+
     lines += ["", "## Ablations: each idea removed alone", "",
               "Each row is the system with one change (benchmarks/runs/<tag>/), paired by seed with the full system;",
               "a negative Δ means the idea helps.", ""]
-    lines += _changed_table(data["ablations"], "removes", "the system", "no ablation run has finished yet", resamples)
+    lines += changed(data["ablations"], "removes", "the system")
     lines += ["", "## The earlier recipe: a MiniLM-L6 ensemble teacher", "",
               f"caption-distill as first made: {EARLIER_TEXT}; the rest as the system (runs under",
               "`caption-distill/`, which trained `bert-crf-caption` with the recipe's keys before the model had a name).",
-              "Δ vs the system: the earlier recipe minus the system, paired by seed (negative: the system is better).", "",
-              "| dataset | seeds | test F1 | Δ vs the system | Δ vs bert-crf | Δ vs bert-crf-caption (no teacher) | the teacher | "
-              "epochs (best) | minutes / run | device, precision |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["earlier"]:
-        lines.append(f"| {r['dataset']} | {', '.join(map(str, r['seeds']))} | {r['f1_cell']} | "
-                     f"{_delta(r.get('vs_system'), resamples)} | {_delta(r['vs_bert-crf'], resamples)} | "
-                     f"{_delta(r['vs_bert-crf-caption'], resamples)} | {_teacher(r.get('teacher'))} | "
-                     f"{', '.join(r['epochs'])} | {_minutes(r)} | {r['device']} |")
-    if not data["earlier"]:
-        lines.append("| – | – | no run has finished yet | | | | | | | |")
+              "Δ vs the system: the earlier recipe minus the system, paired by seed (negative: the system is better).", ""]
+    lines += _table(data["earlier"], [("dataset", cell("dataset")), ("seeds", _seeds), ("test F1", cell("f1_cell")),
+                                      ("Δ vs the system", delta("vs_system")), ("Δ vs bert-crf", delta("vs_bert-crf")),
+                                      ("Δ vs bert-crf-caption (no teacher)", delta("vs_bert-crf-caption")), teacher,
+                                      *times], "no run has finished yet")
     lines += ["", "### Its ablations", "",
               "Each row is the earlier recipe with one idea removed, paired by seed with it; a negative Δ means the",
               "idea helps.", ""]
-    lines += _changed_table(data["earlier_ablations"], "removes", "the earlier recipe", "no ablation run has finished yet",
-                            resamples)
+    lines += changed(data["earlier_ablations"], "removes", "the earlier recipe")
     lines += ["", "### Its variants: the way to the system", "",
               "Each row is the earlier recipe with one change (benchmarks/runs/<tag>/), paired by seed with it; a",
-              "positive Δ means the variant is better. The teacher as above.", "",
-              "| dataset | tag | changes | seeds | test F1 | Δ vs the earlier recipe | Δ vs bert-crf-caption (no teacher) | "
-              "the teacher | minutes / run |", "|---|---|---|---|---|---|---|---|---|"]
-    for a in data["variants"]:
-        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['changes']} | {', '.join(map(str, a['seeds']))} | "
-                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_delta(a['vs_bert-crf-caption'], resamples)} | "
-                     f"{_teacher(a.get('teacher'))} | {_minutes(a)} |")
-    if not data["variants"]:
-        lines.append("| – | – | no run has finished yet | | | | | | |")
+              "positive Δ means the variant is better. The teacher as above.", ""]
+    lines += _table(data["variants"], [("dataset", cell("dataset")), ("tag", code), ("changes", cell("changes")),
+                                       ("seeds", _seeds), ("test F1", cell("f1_cell")),
+                                       ("Δ vs the earlier recipe", delta("vs_system")),
+                                       ("Δ vs bert-crf-caption (no teacher)", delta("vs_bert-crf-caption")), teacher,
+                                       ("minutes / run", _minutes)], "no run has finished yet")
     lines += ["", "## Ideas tried on another system or recipe", "",
               "Each row adds one idea to an existing system or recipe (benchmarks/runs/<tag>/), paired by seed with it;",
-              "a positive Δ means the idea helps. ctx-crf was mmner's candidate system before caption-distill.", "",
-              "| dataset | tag | system | adds | seeds | test F1 | Δ vs the system | minutes / run |",
-              "|---|---|---|---|---|---|---|---|"]
-    for a in data.get("ideas", []):
-        lines.append(f"| {a['dataset']} | `{a['tag']}` | {a['system']} | {a['adds']} | {', '.join(map(str, a['seeds']))} | "
-                     f"{a['f1_cell']} | {_delta(a['vs_system'], resamples)} | {_minutes(a)} |")
-    if not data.get("ideas"):
-        lines.append("| – | – | – | no run has finished yet | | | | |")
+              "a positive Δ means the idea helps. ctx-crf was mmner's candidate system before caption-distill.", ""]
+    lines += _table(data.get("ideas", []), [("dataset", cell("dataset")), ("tag", code), ("system", cell("system")),
+                                            ("adds", cell("adds")), ("seeds", _seeds), ("test F1", cell("f1_cell")),
+                                            ("Δ vs the system", delta("vs_system")), ("minutes / run", _minutes)],
+                    "no run has finished yet")
     for title, rows in (("Runs of the system", data["system"]), ("Runs of the earlier recipe", data["earlier"])):
         runs = [run for r in rows for run in r["runs"]]
         if runs:
