@@ -93,7 +93,7 @@ IDEAS = [
      "adds": "the 3 training posts nearest to the post's text, their gold entities marked by type, after the caption "
              "(ctx-crf, a longer schedule: 12 epochs, patience 3)"},
     {"tag": "caption-distill-mpnet-casing-crossfit", "model": "caption-distill", "base": "caption-distill-mpnet-casing",
-     "base_model": "caption-distill", "against": "caption-distill-mpnet-casing (the variant above, its runs)",
+     "base_model": "caption-distill", "against": "caption-distill (the system's runs, caption-distill-mpnet-casing/)",
      "adds": "cross-fitting: the MPNet teacher's marginals of its own training posts are almost one-hot, so two more "
              "runs of it, each trained without one half of the dataset's training posts (data.holdout), give the "
              "soft targets of the half it never saw; the other dataset's posts as before (the full teacher's)"},
