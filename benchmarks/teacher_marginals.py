@@ -32,13 +32,15 @@ from pseudo_label import member_arguments, members_of
 from serve_load import code_commit
 
 
-def member_marginals(runs_dir: Path, members: list[str], data: str, batch_size: int) -> tuple[list[str], list]:
-    """The labels (the first member's order) and, per member, each post's [words, labels] marginals."""
+def member_marginals(runs_dir: Path, members: list[str], data: str, batch_size: int,
+                     fold: tuple[int, int] | None = None) -> tuple[list[str], list, list]:
+    """The labels (the first member's order), the posts (of `fold` when given) and, per member, each post's
+    [words, labels] marginals."""
     from mmner.train.teacher import member_marginals as marginals
 
-    labels, posts, out = marginals([runs_dir / m for m in members], data, batch_size)
+    labels, posts, out = marginals([runs_dir / m for m in members], data, batch_size, fold=fold)
     print(f"marginals of {len(posts)} posts of {data} by {', '.join(members)}", flush=True)
-    return labels, out
+    return labels, posts, out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmner.errors import MmnerError
     from mmner.tagging.scorer import score
     from mmner.train.distill import write_marginals
-    from mmner.train.teacher import fold_rows, held_out, mean_marginals, member_commits, parse_fold
+    from mmner.train.teacher import held_out, mean_marginals, member_commits, parse_fold
 
     try:
         fold = parse_fold(args.fold) if args.fold else None
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {"members": commits, "dataset": args.dataset, "script_commit": code_commit(),
               **({"fold": {"fold": fold[0], "folds": fold[1]}} if fold else {})}
     if args.score:
-        labels, per_member = member_marginals(args.runs_dir, members, args.score, args.batch_size)
+        labels, _, per_member = member_marginals(args.runs_dir, members, args.score, args.batch_size)
         gold = [p.tags for p in datadir.load_dataset(args.score)]
 
         def argmax_f1(rows) -> float:  # IOB2 labels; conlleval reads an I- after O as an entity's start
@@ -79,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         header["score"] = {"split": args.score, "teacher_argmax_f1": argmax_f1(mean),
                            "members_argmax_f1": {m: argmax_f1(rows) for m, rows in zip(members, per_member)}}
         print(f"{args.score}: teacher argmax F1 {header['score']['teacher_argmax_f1']}", flush=True)
-    labels, per_member = member_marginals(args.runs_dir, members, args.data, args.batch_size)
-    posts, mean = fold_rows(datadir.load_dataset(args.data), mean_marginals(per_member), fold)
+    labels, posts, per_member = member_marginals(args.runs_dir, members, args.data, args.batch_size, fold)
+    mean = mean_marginals(per_member)
     write_marginals(args.output, args.data, labels, [(p.id, m) for p, m in zip(posts, mean)], **header)
     confident = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / sum(m.shape[0] for m in mean)
     print(f"wrote {args.output}: {len(posts)} posts, {len(members)} members, {100 * confident:.1f}% of words "

@@ -4,6 +4,7 @@ only that fold's posts, from members that never saw them."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from mmner.errors import MmnerError
 from mmner.train.distill import read_marginals
 from mmner.train.run import training_subset
 from mmner.train.teacher import parse_fold
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_holdout_leaves_out_every_nth_post_and_the_folds_partition_the_posts():
@@ -83,6 +86,20 @@ def test_teacher_fold_holds_the_left_out_posts_from_members_that_never_saw_them(
     teacher = Teacher.from_config(files, 0.5, data, [], posts, LabelVocab(["LOC", "ORG", "OTHER", "PER"]))
     assert teacher.record["posts_with_targets"] == len(posts)
     assert all(torch.allclose(r.sum(-1), torch.ones(r.shape[0]), atol=1e-3) for r in teacher.rows)
+
+    # the benchmark script writes the same fold, from members named under --runs-dir
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import teacher_marginals
+
+    script_out = tmp_path / "script.marginals.jsonl.gz"
+    assert teacher_marginals.main(["--runs-dir", str(tmp_path), "--members", "fold1", "--dataset", "tiny",
+                                   "--data", data, "--fold", "1/2", "--output", str(script_out)]) == 0
+    header, rows = read_marginals(script_out)
+    assert header["fold"] == {"fold": 1, "folds": 2} and list(header["members"]) == ["fold1"]
+    assert [pid for _, pid, _ in rows] == [p.id for i, p in enumerate(posts) if i % 2 == 1]
+    with pytest.raises(SystemExit, match="teacher_marginals: --fold 0/2: .*fold1 trained on"):
+        teacher_marginals.main(["--runs-dir", str(tmp_path), "--members", "fold1", "--dataset", "tiny",
+                                "--data", data, "--fold", "0/2", "--output", str(script_out)])
 
     out = str(tmp_path / "x.marginals.jsonl.gz")
     for args, message in (

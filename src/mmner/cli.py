@@ -296,16 +296,15 @@ def teacher(
     that caption-distill learns from."""
     from mmner.analysis.artifacts import write_tags
     from mmner.train.distill import write_marginals
-    from mmner.train.teacher import (fold_rows, held_out, member_commits, member_marginals, mean_marginals,
-                                     parse_fold, vote_tags)
+    from mmner.train.teacher import held_out, member_commits, member_marginals, mean_marginals, parse_fold, vote_tags
 
     k_of_n = parse_fold(fold) if fold is not None else None
     if k_of_n is not None and tags is not None:
         raise MmnerError("--fold with --tags: a tags file covers every post of its data; make it without --fold")
     members = member_commits(run_dirs)
     held_out(run_dirs, data, k_of_n)
-    labels, posts, per_member = member_marginals(run_dirs, data, batch_size, progress=not quiet)
-    posts, mean = fold_rows(posts, mean_marginals(per_member), k_of_n)
+    labels, posts, per_member = member_marginals(run_dirs, data, batch_size, progress=not quiet, fold=k_of_n)
+    mean = mean_marginals(per_member)
     write_marginals(output, data, labels, [(p.id, m) for p, m in zip(posts, mean)], members=members,
                     **({"fold": {"fold": k_of_n[0], "folds": k_of_n[1]}} if k_of_n else {}))
     sure = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / max(1, sum(m.shape[0] for m in mean))

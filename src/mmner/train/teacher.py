@@ -80,14 +80,6 @@ def held_out(runs: Sequence[Path], data: str, fold: tuple[int, int] | None) -> N
                              "to teach only the posts it never saw")
 
 
-def fold_rows(posts: Sequence[Post], rows: Sequence[Any], fold: tuple[int, int] | None) -> tuple[list[Post], list[Any]]:
-    """The posts of `fold` (all without one) and their rows."""
-    from mmner.train.run import in_fold
-
-    keep = [i for i in range(len(posts)) if fold is None or in_fold(i, *fold)]
-    return [posts[i] for i in keep], [rows[i] for i in keep]
-
-
 def member_commits(runs: Sequence[Path]) -> dict[str, Any]:
     """Each member's commit (metrics.json), by run directory: what a teacher file records of its members."""
     out = {}
@@ -100,15 +92,16 @@ def member_commits(runs: Sequence[Path]) -> dict[str, Any]:
     return out
 
 
-def member_marginals(runs: Sequence[Path], data: str, batch_size: int = 64,
-                     progress: bool = True) -> tuple[list[str], list[Post], list[list[torch.Tensor]]]:
-    """The labels (the first member's order), the posts of `data`, and per member each post's [words, labels]
-    marginals with the columns in that order."""
+def member_marginals(runs: Sequence[Path], data: str, batch_size: int = 64, progress: bool = True,
+                     fold: tuple[int, int] | None = None) -> tuple[list[str], list[Post], list[list[torch.Tensor]]]:
+    """The labels (the first member's order), the posts of `data` (only those of `fold`, k of n, when given), and
+    per member each post's [words, labels] marginals with the columns in that order."""
     from mmner.inference import predict_marginals, visual_inputs
+    from mmner.train.run import in_fold
 
     if not runs:
         raise MmnerError("a teacher needs at least one run")
-    posts = _posts(data)
+    posts = [p for i, p in enumerate(_posts(data)) if fold is None or in_fold(i, *fold)]
     labels: list[str] | None = None
     out = []
     for run in runs:
