@@ -18,8 +18,8 @@ gold tags). With `--fold k/n` the file holds only fold k of n of `--data`'s post
 mod n), and every member must have been trained on `--data` without that fold, so each post's target comes
 from a model that never saw it. One file per fold, each from its own members; `distill.targets` lists them:
 
-    python benchmarks/teacher_marginals.py --members teacher-fold0/bert-crf-caption-mpnet-twitter2017-s13 \
-        --dataset twitter2017 --data twitter2017:train --fold 0/2 \
+    python benchmarks/teacher_marginals.py --members teacher-fold0/bert-crf-caption-mpnet-twitter2017-s13 \\
+        --dataset twitter2017 --data twitter2017:train --fold 0/2 \\
         --output benchmarks/teachers/twitter2017-train-fold0.by-twitter2017-mpnet-casing.marginals.jsonl.gz
 """
 
