@@ -34,20 +34,23 @@ SYSTEM = "caption-distill"
 ENCODER = "minilm-l6"
 # where else the system's runs are, as which model (each run's keys are checked against the system's config): the
 # present recipe's runs, made while it was a variant; the earlier recipe's, made before the model had a name
-SYSTEM_PLACES = (("caption-distill-mpnet-casing", "caption-distill"), ("caption-distill", "bert-crf-caption"))
+SYSTEM_PLACES = (("caption-distill-mpnet-casing-crossfit", "caption-distill"), ("caption-distill", "bert-crf-caption"))
 # the earlier recipe (a MiniLM-L6 ensemble teacher, no word shapes, 6 epochs): its runs' folder and model
 EARLIER = ("caption-distill", "bert-crf-caption")
 EARLIER_TEXT = ("the MiniLM-L6 ensemble teacher (the seed-13 runs of the dataset's systems, docs/results/ensemble.md: "
-                "their mean CRF marginals and their vote on the other dataset's posts), no word shapes, 6 epochs "
-                "(patience 3)")
+                "their mean CRF marginals and their vote on the other dataset's posts), no cross-fitting, no word shapes, "
+                "6 epochs (patience 3)")
 GOAL = {"twitter2015": 74.0, "twitter2017": 86.0}  # test F1, mean of 3 seeds (issue #19)
 # Published multimodal systems with BERT-base (test F1 as each paper reports it; Twitter-2017 as released by UMT)
 ANCHORS = [("UMT (Yu et al. 2020)", 73.41, 85.31), ("UMGF (Zhang et al. 2021)", 74.85, 85.51),
            ("HVPNeT (Chen et al. 2022)", 75.32, 86.87), ("MKGformer (Chen et al. 2022)", None, 87.49)]
 # ablation tag -> (the model its runs train, what it removes) (benchmarks/matrix-best.yaml)
 ABLATIONS = {
-    "without-mpnet-teacher": ("caption-distill", "the MPNet-base teacher: the earlier recipe's MiniLM-L6 ensemble "
-                              "(its marginals and its vote on the other dataset's posts) instead"),
+    "caption-distill-mpnet-casing": ("caption-distill", "cross-fitting: the full teacher's marginals of its own "
+                                     "training posts (almost one-hot: it was trained on them) instead of the two fold "
+                                     "teachers'; the recipe's runs under this name before cross-fitting joined it"),
+    "without-mpnet-teacher": ("caption-distill", "the MPNet-base teacher and its fold runs: the earlier recipe's "
+                              "MiniLM-L6 ensemble (its marginals and its vote on the other dataset's posts) instead"),
     "without-casing": ("caption-distill", "word shapes in the student (model.casing 0; the teacher keeps its own)"),
     "without-long-schedule": ("caption-distill", "the longer schedule: 6 epochs, patience 3"),
     "without-caption": ("bert-crf", "the caption: text-only bert-crf with the same teacher, posts, word shapes and "
@@ -92,11 +95,6 @@ IDEAS = [
     {"tag": "", "model": "ctx-crf", "base": "", "base_model": "bert-crf-caption", "against": "bert-crf-caption",
      "adds": "the 3 training posts nearest to the post's text, their gold entities marked by type, after the caption "
              "(ctx-crf, a longer schedule: 12 epochs, patience 3)"},
-    {"tag": "caption-distill-mpnet-casing-crossfit", "model": "caption-distill", "base": "caption-distill-mpnet-casing",
-     "base_model": "caption-distill", "against": "caption-distill (the system's runs, caption-distill-mpnet-casing/)",
-     "adds": "cross-fitting: the MPNet teacher's marginals of its own training posts are almost one-hot, so two more "
-             "runs of it, each trained without one half of the dataset's training posts (data.holdout), give the "
-             "soft targets of the half it never saw; the other dataset's posts as before (the full teacher's)"},
 ]
 
 
@@ -117,24 +115,28 @@ def same_recipe(run_config: Path, config: Path) -> bool:
 
 def teacher_vote(runs_dir: Path, dataset: str, resamples: int, seed: int, config: Path | None = None) -> dict | None:
     """What the teacher of `config` (default: the system's config) reaches as an ensemble: entity-level vote of the
-    members its first marginals file names (benchmarks/ensemble.py, k chosen on valid; one member: its own tags),
-    with the members' training minutes; None when a member's run is not under `runs_dir`."""
+    members of its first marginals file that is not one fold's (benchmarks/ensemble.py, k chosen on valid; one
+    member: its own tags), with the training minutes of every member of every file: cross-fitting's fold runs
+    (`folds`, with their own test F1) count too. None when a member's run is not under `runs_dir`."""
     from ensemble import ensemble
 
     from mmner.config import load_config
     from mmner.train.distill import read_marginals
 
-    header, _ = read_marginals(ROOT / load_config(config or system_config(dataset)).distill.targets[0])
+    headers = [read_marginals(ROOT / t)[0] for t in load_config(config or system_config(dataset)).distill.targets]
+    whole = next((h for h in headers if "fold" not in h), headers[0])
+    members = list(whole.get("members", {}))
+    folds = list(dict.fromkeys(m for h in headers if "fold" in h for m in h.get("members", {}) if m not in members))
     # a member under a tag folder is named with it (teacher/bert-crf-caption-mpnet-twitter2015-s13)
-    folders = {m.rpartition("/")[0] for m in header.get("members", {})}
+    folders = {m.rpartition("/")[0] for m in members + folds}
     records = {r["run"]: r for f in folders for r in ({**x, "run": f"{f}/{x['run']}" if f else x["run"]}
                                                        for x in collect(runs_dir / f))}
-    if not all(m in records for m in header.get("members", {})):
+    if not all(m in records for m in members + folds):
         return None
-    voted = ensemble(runs_dir, dataset, [records[m] for m in header["members"]], resamples, seed)
-    minutes = round(sum(training_seconds(records[m]) for m in header["members"]) / 60, 1)
-    return {"members": list(header["members"]), "min_votes": voted["min_votes"], "test_f1": voted["test_f1"],
-            "train_minutes": minutes}
+    voted = ensemble(runs_dir, dataset, [records[m] for m in members], resamples, seed)
+    minutes = round(sum(training_seconds(records[m]) for m in members + folds) / 60, 1)
+    return {"members": members, "min_votes": voted["min_votes"], "test_f1": voted["test_f1"],
+            "folds": {m: records[m]["f1"] for m in folds}, "train_minutes": minutes}
 
 
 def _runs(runs_dir: Path, variant: str, dataset: str) -> list[dict]:
@@ -259,6 +261,9 @@ def _teacher(t: dict | None) -> str:
         return "–"
     n = len(t["members"])
     how = f"{n} runs, k {t['min_votes']}" if n > 1 else "1 run"
+    folds = t.get("folds") or {}
+    if folds:
+        how += f" and {len(folds)} fold runs, " + ", ".join(f"{f1:.2f}" for f1 in folds.values())
     return f"{t['test_f1']:.2f} ({how}; {t['train_minutes']} min)"
 
 
@@ -290,14 +295,17 @@ def render(data: dict, resamples: int) -> str:
         "larger teacher: one MPNet-base bert-crf-caption run with word shapes (seed 13, trained on the same CPU).",
         "Every training post is trained on (1 - 0.5) x its CRF loss + 0.5 x KL(the teacher's CRF marginals || the",
         "model's), and the other Twitter dataset's training posts are added with the teacher's tags; up to 20 epochs,",
-        "stopped after 5 without a better valid F1. One model is left: tagging costs what bert-crf-caption costs.",
+        "stopped after 5 without a better valid F1. The dataset's own training posts are cross-fitted: their",
+        "marginals come from two more runs of the teacher, each trained without one half of them (`data.holdout`),",
+        "each giving the half it never saw (the full teacher's are almost one-hot there: it was trained on them).",
+        "One model is left: tagging costs what bert-crf-caption costs.",
         "Test split, entity-level F1 (conlleval), epoch selected on valid F1, mean ± std over seeds. Δ: paired by",
         "seed against the same dataset's runs of the reference, paired bootstrap over test posts",
         f"({resamples} resamples), 95% interval and p. Goal (issue #19): Twitter-2015 ≥ 74.0, Twitter-2017 ≥ 86.0",
         "with MiniLM-L6 on a 2-core CPU, mean of 3 seeds. Minutes / run: the sum of the run's epochs (training and",
         "validation, wall clock, over every start of a resumed run) on the device named. The system's runs are",
-        "under `caption-distill-mpnet-casing/` (the recipe's name while it was a variant of the earlier one; this",
-        "script checks each run's keys against the system's config).",
+        "under `caption-distill-mpnet-casing-crossfit/` (the recipe's name while it was a variant; this script",
+        "checks each run's keys against the system's config).",
         "",
         "## The system",
         "",
@@ -320,8 +328,9 @@ def render(data: dict, resamples: int) -> str:
                                      ("Δ vs bert-crf-caption (no teacher)", delta("vs_bert-crf-caption")), teacher,
                                      *times], "no run has finished yet")
     lines += ["", "The teacher: its test F1 (the one run's own tags; for an ensemble, the entity-level vote of its runs,",
-              "benchmarks/ensemble.py, k votes chosen on valid) and the minutes that training it took, once for every",
-              "seed of the student. It costs its own model to run; the system, one MiniLM-L6 model."]
+              "benchmarks/ensemble.py, k votes chosen on valid), the test F1 of its fold runs (each trained without one",
+              "half of the training posts), and the minutes that training them all took, once for every seed of the",
+              "student. It costs its own models to run; the system, one MiniLM-L6 model."]
     lines += ["", "Published multimodal systems with BERT-base (110M parameters; their papers' test F1), for reference:", "",
               "| system | Twitter-2015 | Twitter-2017 |", "|---|---|---|"]
     lines += [f"| {name} | {a if a is not None else '–'} | {b} |" for name, a, b in ANCHORS]

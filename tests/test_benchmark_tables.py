@@ -407,3 +407,43 @@ def test_rgcn_index_record_is_kept_with_the_run_for_a_checkout_without_the_index
     assert rgcn.index_record(run, k=2, batch=2) == record
     (run / rgcn.SUMMARY).unlink()
     assert rgcn.index_record(run, k=2, batch=2) is None
+
+
+def test_best_names_the_teacher_and_its_fold_runs(bench, monkeypatch, tmp_path):
+    """benchmarks/best.py: with cross-fitted targets, the teacher is the members of the first file that is not one
+    fold's; the fold runs add their training minutes and their own test F1 to its cell."""
+    import torch
+    import yaml
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("leaderboard", "best", "summary", "ensemble"):
+        sys.modules.pop(name, None)
+    import best
+    import ensemble
+
+    from mmner.train.distill import write_marginals
+
+    rows = [("1", torch.full((2, 3), 1 / 3))]
+    files = []
+    for name, members, fold in (("fold0", "teacher-fold0/t-s13", {"fold": 0, "folds": 2}),
+                                ("fold1", "teacher-fold1/t-s13", {"fold": 1, "folds": 2}),
+                                ("other", "teacher/t-s13", None)):
+        files.append(tmp_path / f"{name}.marginals.jsonl.gz")
+        write_marginals(files[-1], "twitter2017:train", ["O", "B-PER", "I-PER"], rows, members={members: "abc"},
+                        **({"fold": fold} if fold else {}))
+    config = tmp_path / "system.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name": "caption-distill", "encoder": "minilm-l6"}, "data": {"train": "twitter2017:train"},
+        "visual": {"source": "caption"}, "distill": {"targets": [str(f) for f in files], "weight": 0.5}}))
+    f1 = {"teacher": 88.3, "teacher-fold0": 86.75, "teacher-fold1": 87.27}
+    monkeypatch.setattr(best, "collect", lambda folder: [{"run": "t-s13", "f1": f1[folder.name], "seconds": 600}])
+    monkeypatch.setattr(best, "training_seconds", lambda r: r["seconds"])
+    voted = []
+    monkeypatch.setattr(ensemble, "ensemble", lambda runs_dir, dataset, members, resamples, seed: voted.append(
+        [m["run"] for m in members]) or {"min_votes": 1, "test_f1": members[0]["f1"]})
+    got = best.teacher_vote(tmp_path / "runs", "twitter2017", 100, 0, config)
+    assert voted == [["teacher/t-s13"]]
+    assert got == {"members": ["teacher/t-s13"], "min_votes": 1, "test_f1": 88.3,
+                   "folds": {"teacher-fold0/t-s13": 86.75, "teacher-fold1/t-s13": 87.27}, "train_minutes": 30.0}
+    assert best._teacher(got) == "88.30 (1 run and 2 fold runs, 86.75, 87.27; 30.0 min)"
+    assert best._teacher({**got, "folds": {}}) == "88.30 (1 run; 30.0 min)"

@@ -6,7 +6,10 @@ is trained (docs/results/best.md):
 
 1. finished runs are the teacher (in the system's configs, one MPNet-base bert-crf-caption run with word shapes;
    in the earlier recipe, an ensemble of the dataset's MiniLM-L6 systems); `mmner teacher` writes the mean of
-   their CRF marginals for every training post (`mmner.train.teacher`, `mmner.train.distill`);
+   their CRF marginals for every training post (`mmner.train.teacher`, `mmner.train.distill`). In the system's
+   configs the dataset's own posts are cross-fitted: two more runs of the teacher, each trained without one half
+   of them (`data.holdout`), give the marginals of the half they never saw (`mmner teacher --fold k/2`), since
+   the full teacher's marginals of the posts it was trained on are almost one-hot;
 2. the other Twitter dataset's training posts join the training data, tagged by the same teacher
    (`data.extra_train`; `mmner teacher --tags`): in-domain posts without their gold tags;
 3. every post with a target trains on (1 - w) x its CRF loss + w x KL(teacher marginals || model marginals)
