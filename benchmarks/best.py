@@ -60,6 +60,13 @@ ABLATIONS = {
     "without-soft-targets": ("bert-crf-caption", "the soft targets: the other dataset's posts with the teacher's "
                              "tags, trained on the CRF loss alone (no distill)"),
 }
+# variant tag -> (the model its runs train, what it changes): the system with one key changed, a candidate for the
+# recipe where its valid F1 is higher (benchmarks/matrix-best.yaml, Twitter-2017 seed 13 first)
+SYSTEM_VARIANTS = {
+    "caption-distill-30-epochs": ("caption-distill", "the schedule: up to 30 epochs (patience 5) instead of 20"),
+    "caption-distill-weight-08": ("caption-distill", "the soft targets' weight: 0.8 instead of 0.5 (the CRF loss's "
+                                  "0.2 instead of 0.5)"),
+}
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {
     "caption-distill-own": ("bert-crf-caption", "the other dataset's posts: soft targets for the dataset's own training "
@@ -189,11 +196,20 @@ def _delta(vs: dict | None, resamples: int) -> str:
     return f"{vs['delta']:+.2f} [{vs['ci'][0]:+.2f}, {vs['ci'][1]:+.2f}] p {_p(vs['p'], resamples)}"
 
 
+def _valid_f1(base_dir: Path, runs: list[dict]) -> float | None:
+    """The mean valid F1 (of the selected epoch) of `runs`, each under `base_dir`; None without runs."""
+    f1s = [json.loads((base_dir / r["run"] / "metrics.json").read_text())["valid"]["f1"] for r in runs]
+    return round(statistics.mean(f1s), 2) if f1s else None
+
+
 def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resamples: int, seed: int,
            base: str = "") -> dict:
     """A changed recipe's runs (benchmarks/runs/<tag>/) against those of the system it changes (under
     benchmarks/runs/<base>/), paired by seed, with their times and commits."""
+    seeds = {r["seed"] for r in tried}
     return {"seeds": [r["seed"] for r in tried], "f1_cell": _f1(tried),
+            "valid_f1": _valid_f1(runs_dir / tag, tried),
+            "valid_f1_system": _valid_f1(runs_dir / base, [r for r in system if r["seed"] in seeds]),
             "vs_system": _paired(runs_dir, runs_dir / base, system, runs_dir / tag, tried, resamples, seed),
             "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
             "commits": sorted({c for r in tried for c in run_commits(r)})}
@@ -225,12 +241,13 @@ def _changed(runs_dir: Path, dataset: str, table: dict, against: list[dict], res
 
 
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
-    out: dict = {"system": [], "ablations": [], "earlier": [], "earlier_ablations": [], "variants": [], "ideas": []}
+    out: dict = {"system": [], "system_variants": [], "ablations": [], "earlier": [], "earlier_ablations": [], "variants": [], "ideas": []}
     for ds in ("twitter2015", "twitter2017"):
         runs = system_runs(runs_dir, ds)
         if runs:
             out["system"].append(_row(runs_dir, ds, runs, resamples, seed))
             out["ablations"] += _changed(runs_dir, ds, ABLATIONS, runs, resamples, seed, "removes")
+            out["system_variants"] += _changed(runs_dir, ds, SYSTEM_VARIANTS, runs, resamples, seed, "changes")
         earlier = earlier_runs(runs_dir, ds, runs)
         if not earlier:
             continue
@@ -340,6 +357,16 @@ def render(data: dict, resamples: int) -> str:
                              ("test F1", cell("f1_cell")), (f"Δ vs {against}", delta("vs_system")),
                              ("minutes / run", _minutes)], "no run has finished yet")
 
+    lines += ["", "## Variants of the system: one key changed", "",
+              "Each row is the system with one change (benchmarks/runs/<tag>/), paired by seed with the full system;",
+              "a positive Δ means the variant is better. A variant is a candidate for the recipe where its valid F1",
+              "(the selected epoch's, mean over its seeds) is above the system's on the same seeds; test F1 decides",
+              "nothing.", ""]
+    lines += _table(data["system_variants"], [("dataset", cell("dataset")), ("tag", code), ("changes", cell("changes")),
+                                              ("seeds", _seeds), ("valid F1", lambda r: f"{r['valid_f1']:.2f}"),
+                                              ("the system's valid F1", lambda r: f"{r['valid_f1_system']:.2f}"),
+                                              ("test F1", cell("f1_cell")), ("Δ vs the system", delta("vs_system")),
+                                              ("minutes / run", _minutes)], "no run has finished yet")
     lines += ["", "## Ablations: each idea removed alone", "",
               "Each row is the system with one change (benchmarks/runs/<tag>/), paired by seed with the full system;",
               "a negative Δ means the idea helps.", ""]
@@ -376,7 +403,7 @@ def render(data: dict, resamples: int) -> str:
         if runs:
             lines += ["", f"{title}: " + ", ".join(f"`{x}`" for x in runs) + "; commits "
                       + ", ".join(sorted({c for r in rows for c in r["commits"]})) + "."]
-    others = data["ablations"] + data["earlier_ablations"] + data["variants"] + data["ideas"]
+    others = data["system_variants"] + data["ablations"] + data["earlier_ablations"] + data["variants"] + data["ideas"]
     commits = sorted({c for a in others for c in a["commits"]})
     if commits:
         lines += ["", "Commits of the ablation, variant and idea runs: " + ", ".join(commits) + "."]

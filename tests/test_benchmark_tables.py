@@ -34,7 +34,7 @@ def make_run(runs: Path, name: str, model: str, seed: int, f1: float, visual: st
             "git_commit": "abc", "masked_images": 50 if visual != "none" else 0, "train_fraction": fraction}
     if visual != "none":
         test["visual_detail"] = "BLIP-2 caption (captions/blip2_twitter2017.txt)"
-    (run / "metrics.json").write_text(json.dumps({"test": test}))
+    (run / "metrics.json").write_text(json.dumps({"test": test, "valid": {"f1": round(f1 + seed / 100, 2)}}))
 
 
 def test_chen_table_pairs_deltas_by_seed(bench, tmp_path):
@@ -328,6 +328,8 @@ def test_best_pairs_ablations_with_the_system_and_variants_with_the_earlier_reci
     make_scored_run(runs, "bert-crf-caption-minilm-twitter2017-s13", "bert-crf-caption", 13, gold, 5, "caption")
     ablation = make_scored_run(runs / "without-casing", "caption-distill-minilm-twitter2017-s13", "caption-distill", 13,
                                gold, 4, "caption")
+    candidate = make_scored_run(runs / "caption-distill-30-epochs", "caption-distill-minilm-twitter2017-s21",
+                                "caption-distill", 21, gold, 0, "caption")
     tag = next(iter(best.VARIANTS))
     variant = make_scored_run(runs / tag, "caption-distill-minilm-twitter2017-s13", "caption-distill", 13, gold, 0,
                               "caption")
@@ -343,6 +345,10 @@ def test_best_pairs_ablations_with_the_system_and_variants_with_the_earlier_reci
     assert [r["seeds"] for r in data["system"]] == [[13, 21]]
     (row,) = data["ablations"]
     assert row["tag"] == "without-casing" and row["vs_system"]["delta"] == pytest.approx(ablation - system[13], abs=0.02)
+    (row,) = data["system_variants"]  # paired with the system's seed 21; valid F1 on the same seeds
+    assert row["tag"] == "caption-distill-30-epochs" and row["vs_system"]["seeds"] == [21]
+    assert row["vs_system"]["delta"] == pytest.approx(candidate - system[21], abs=0.02)
+    assert row["valid_f1"] == round(candidate + 0.21, 2) and row["valid_f1_system"] == round(system[21] + 0.21, 2)
     (old,) = data["earlier"]
     assert old["runs"] == ["caption-distill/bert-crf-caption-minilm-twitter2017-s13",
                            "caption-distill/bert-crf-caption-minilm-twitter2017-s21"]
@@ -358,6 +364,8 @@ def test_best_pairs_ablations_with_the_system_and_variants_with_the_earlier_reci
     line = next(x for x in text.splitlines() if f"`{tag}`" in x)
     assert "88.23 (1 run; 20.5 min)" in line and line.rstrip(" |").endswith("10.0")
     assert "| twitter2017 | `without-casing` | word shapes in the student" in text
+    line = next(x for x in text.splitlines() if "`caption-distill-30-epochs`" in x)
+    assert f"| 21 | {candidate + 0.21:.2f} | {system[21] + 0.21:.2f} | {candidate:.2f} | +" in line
 
 
 def test_rpbert_supervision_is_chosen_on_valid_f1(bench, tmp_path):
