@@ -66,6 +66,8 @@ SYSTEM_VARIANTS = {
     "caption-distill-30-epochs": ("caption-distill", "the schedule: up to 30 epochs (patience 5) instead of 20"),
     "caption-distill-weight-08": ("caption-distill", "the soft targets' weight: 0.8 instead of 0.5 (the CRF loss's "
                                   "0.2 instead of 0.5)"),
+    "caption-distill-ema": ("caption-distill", "the weights' moving average (trainer.ema 0.999 a step) validated, "
+                            "selected and saved instead of the trained weights"),
 }
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {

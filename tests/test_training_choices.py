@@ -174,3 +174,39 @@ def test_clipping_in_the_fused_update_is_clip_grad_norm():
     fused, reference, unclipped = trained("fused"), trained("torch"), trained("none")
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(fused, reference))
     assert not all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(unclipped, reference))  # clipping shows
+
+
+def test_ema_validates_saves_and_resumes_the_moving_average(monkeypatch, tmp_path, tiny_model_params, tiny_corpus):
+    """trainer.ema: validation runs on the weights' moving average, the saved model is the best epoch's
+    average, the trained weights stay beside it in the checkpoint, and --resume carries both on."""
+    _scripted_valid_f1(monkeypatch, [50.0, 60.0, 70.0])
+    validated: list[dict] = []
+    real_step = module.TaggerModule.validation_step
+
+    def spy(self, batch, batch_idx):
+        if batch_idx == 0:
+            validated.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(module.TaggerModule, "validation_step", spy)
+    run = tmp_path / "run"
+    config = _config(tiny_model_params, tiny_corpus, max_epochs=2, patience=10, ema=0.5)
+    metrics = train(config, run, quiet=True)
+    assert metrics["test"]["ema"] == 0.5 and metrics["test"]["best_epoch"] == 2
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    average = {k.removeprefix("model."): v for k, v in last["state_dict"].items()}
+    trained = {k.removeprefix("model."): v for k, v in last["current_model_state"].items()}
+    saved = load_file(run / "model.safetensors")
+    moved = [k for k in saved if not torch.equal(average[k], trained[k])]
+    assert moved  # the average lags the trained weights
+    assert all(torch.equal(saved[k], average[k]) and torch.equal(validated[-1][k], average[k]) for k in saved)
+
+    _scripted_valid_f1(monkeypatch, [80.0])
+    more = load_config(None, base={**config.model_dump(mode="json"), "trainer": {**config.trainer.model_dump(),
+                                                                                 "max_epochs": 3}})
+    train(more, run, quiet=True, resume=True)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == 2
+    k = moved[0]  # one more epoch of averaging, from the restored average, not from the trained weights
+    assert not torch.equal(resumed["state_dict"]["model." + k], last["state_dict"]["model." + k])
+    assert not torch.equal(resumed["state_dict"]["model." + k], resumed["current_model_state"]["model." + k])

@@ -101,6 +101,10 @@ class TrainerConfig(Section):
     num_workers: int = 0  # data-loader worker processes (0: featurise in the training process)
     log_every_n_steps: int = 20
     limit_val_batches: Union[int, float] = 1.0
+    # an exponential moving average of the weights, W_avg <- ema x W_avg + (1 - ema) x W after every
+    # optimizer step (mmner.train.module.WeightEMA): validation, the best epoch and the saved model use the
+    # average. 0: off
+    ema: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class DistillConfig(Section):

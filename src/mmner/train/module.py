@@ -15,6 +15,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from transformers import get_linear_schedule_with_warmup
 
@@ -373,3 +375,14 @@ class ProcessGroupCloser(L.Callback):
         if trainer.world_size > 1:
             atexit.unregister(_close_process_group)  # once per process
             atexit.register(_close_process_group)
+
+
+class WeightEMA(WeightAveraging):
+    """`trainer.ema`: an exponential moving average of the weights, W_avg <- decay x W_avg + (1 - decay) x W
+    after every optimizer step (one fused lerp over all tensors). Lightning's WeightAveraging swaps the
+    average in for validation, so valid F1, the best epoch and early stopping are the average's; a checkpoint
+    holds the average as its state_dict and the trained weights beside it, which --resume restores."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay = decay

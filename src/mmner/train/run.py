@@ -38,7 +38,7 @@ from mmner.models import registry
 from mmner.models.dropout import use_fast_dropout
 from mmner.tagging.vocab import LabelVocab
 from mmner.train.distill import Teacher
-from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule, running_clock
+from mmner.train.module import PostDataModule, ProcessGroupCloser, TaggerModule, WeightEMA, running_clock
 from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
@@ -365,6 +365,9 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename=LAST.removesuffix(".ckpt"), monitor=None, save_top_k=1,
                              every_n_epochs=1, enable_version_counter=False)
     stopper = EarlyStopping(monitor="valid_f1", mode="max", patience=t.patience)
+    averaging = [WeightEMA(t.ema)] if t.ema else []
+    if averaging:
+        log.info("ema: the weights' moving average (decay %g a step) is validated and saved", t.ema)
     trainer = L.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs,
@@ -379,7 +382,8 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         # at least once an epoch, so that train_log.csv has train_loss on short runs too
         log_every_n_steps=max(1, min(t.log_every_n_steps, -(-len(posts["train"]) // t.batch_size))),
         limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,  # (None: no notice)
-        callbacks=[checkpoint, latest, stopper, ProcessGroupCloser(), *([] if quiet else [_progress_bar()])],
+        callbacks=[*averaging, checkpoint, latest, stopper, ProcessGroupCloser(),
+                   *([] if quiet else [_progress_bar()])],
         logger=CSVLogger(str(run_dir), name="", version=_log_version(run_dir)),
         enable_progress_bar=not quiet,
         enable_model_summary=False,  # mmner's one line (_describe_model) instead
@@ -439,6 +443,7 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         "threads": threads,
         "batching": t.batching,
         "dropout_mask": t.dropout_mask,
+        **({"ema": t.ema} if t.ema else {}),
         "frozen_embeddings": bool(getattr(params, "freeze_embeddings", False)),
         "git_commit": commit,
         "git_commits": commits,  # every start's, a resumed run's included
