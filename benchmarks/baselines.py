@@ -49,6 +49,11 @@ def collect(runs_dir: Path) -> list[dict]:
     return records
 
 
+def valid_f1(runs_dir: Path, run: str) -> float:
+    """The valid F1 (of the selected epoch) of the run `run` under `runs_dir`; `collect` keeps the test split's."""
+    return json.loads((runs_dir / run / "metrics.json").read_text())["valid"]["f1"]
+
+
 def device_cell(records: list[dict]) -> str:
     """The devices and training precisions of a row's runs, e.g. `cpu 32-true` (runs made on other machines
     may differ: bf16-mixed where the CPU or GPU has bf16, see trainer.precision: auto)."""

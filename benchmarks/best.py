@@ -25,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from baselines import ROOT, collect, device_cell, run_commits, training_seconds, variant_of
+from baselines import ROOT, collect, device_cell, run_commits, training_seconds, valid_f1, variant_of
 from compare import _dataset
 from leaderboard import arguments, post_counts
 from summary import _p
@@ -200,7 +200,7 @@ def _delta(vs: dict | None, resamples: int) -> str:
 
 def _valid_f1(base_dir: Path, runs: list[dict]) -> float | None:
     """The mean valid F1 (of the selected epoch) of `runs`, each under `base_dir`; None without runs."""
-    f1s = [json.loads((base_dir / r["run"] / "metrics.json").read_text())["valid"]["f1"] for r in runs]
+    f1s = [valid_f1(base_dir, r["run"]) for r in runs]
     return round(statistics.mean(f1s), 2) if f1s else None
 
 
@@ -243,7 +243,8 @@ def _changed(runs_dir: Path, dataset: str, table: dict, against: list[dict], res
 
 
 def build(runs_dir: Path, resamples: int, seed: int) -> dict:
-    out: dict = {"system": [], "system_variants": [], "ablations": [], "earlier": [], "earlier_ablations": [], "variants": [], "ideas": []}
+    out: dict = {"system": [], "system_variants": [], "ablations": [], "earlier": [], "earlier_ablations": [],
+                 "variants": [], "ideas": []}
     for ds in ("twitter2015", "twitter2017"):
         runs = system_runs(runs_dir, ds)
         if runs:

@@ -14,11 +14,11 @@ copied under benchmarks/runs.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from baselines import valid_f1
 from compare import Benchmark, Reference, collect, main
 
 # config variant -> (head, gate, the paper's name for the gate, Task#1 relation supervision)
@@ -101,9 +101,8 @@ def choose_supervision(everything: list[dict], valid_f1: dict[str, float]) -> li
 
 def _supervision_section(output: Path, runs_dir: Path) -> list[str]:
     everything = collect(runs_dir)
-    valid_f1 = {r["run"]: json.loads((runs_dir / r["run"] / "metrics.json").read_text())["valid"]["f1"]
-                for r in everything if r.get("model") == "rpbert"}
-    return choose_supervision(everything, valid_f1)
+    valid = {r["run"]: valid_f1(runs_dir, r["run"]) for r in everything if r.get("model") == "rpbert"}
+    return choose_supervision(everything, valid)
 
 
 SPEC = Benchmark(

@@ -385,4 +385,3 @@ class WeightEMA(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = decay
