@@ -97,6 +97,12 @@ def test_bad_marginals_are_one_line_naming_the_file(tmp_path, tiny_corpus):
         f.write(json.dumps({"id": "x"}) + "\n")
     with pytest.raises(MmnerError, match=r"headless.gz:1: not a marginals header"):
         teacher(headless)
+    cut = tmp_path / "cut.gz"
+    write_marginals(cut, name, LABELS.tags, [(p.id, uniform(p)) for p in train])
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) - 12])  # the gzip trailer and the last bytes of the stream gone
+    with pytest.raises(MmnerError, match=r"^distill.targets\[0\]: .*cut.gz is cut or corrupt after line \d+"):
+        teacher(cut)
     strangers = tmp_path / "strangers.gz"
     write_marginals(strangers, name, LABELS.tags, [("nobody", torch.ones(1, len(LABELS)) / len(LABELS))])
     with pytest.raises(MmnerError, match="none of its posts is a training post"):

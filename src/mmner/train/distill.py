@@ -49,13 +49,14 @@ def read_marginals(path: str | Path, where: str = "distill.targets") -> tuple[di
     path = Path(path)
     if not path.is_file():
         raise MmnerError(f"{where}: {path} does not exist")
+    bad = (OSError, EOFError, UnicodeDecodeError)
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+            first = f.readline()
+    except bad as exc:
         raise MmnerError(f"{where}: {path} is not a gzip-compressed marginals file ({exc})") from None
     try:
-        header = json.loads(lines[0])
+        header = json.loads(first)
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("labels"), list) \
@@ -64,18 +65,24 @@ def read_marginals(path: str | Path, where: str = "distill.targets") -> tuple[di
                          "\"labels\": [...]}})")
 
     def rows() -> Iterator[tuple[int, str, list[list[float]]]]:
-        for n, line in enumerate(lines[1:], 2):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                pid, values = str(item["id"]), item["marginals"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise MmnerError(f"{path}:{n}: not a post's marginals (want {{\"id\": ..., \"marginals\": [[...]]}})") from None
-            if not isinstance(values, list) or any(not isinstance(w, list) or len(w) != len(header["labels"])
-                                                   for w in values):
-                raise MmnerError(f"{path}:{n}: post {pid}: every word needs {len(header['labels'])} probabilities")
-            yield n, pid, values
+        n = 1
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                next(f)
+                for n, line in enumerate(f, 2):
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                        pid, values = str(item["id"]), item["marginals"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise MmnerError(f"{path}:{n}: not a post's marginals (want {{\"id\": ..., \"marginals\": [[...]]}})") from None
+                    if not isinstance(values, list) or any(not isinstance(w, list) or len(w) != len(header["labels"])
+                                                           for w in values):
+                        raise MmnerError(f"{path}:{n}: post {pid}: every word needs {len(header['labels'])} probabilities")
+                    yield n, pid, values
+        except bad as exc:
+            raise MmnerError(f"{where}: {path} is cut or corrupt after line {n} ({exc})") from None
 
     return header, rows()
 
