@@ -210,3 +210,18 @@ def test_ema_validates_saves_and_resumes_the_moving_average(monkeypatch, tmp_pat
     k = moved[0]  # one more epoch of averaging, from the restored average, not from the trained weights
     assert not torch.equal(resumed["state_dict"]["model." + k], last["state_dict"]["model." + k])
     assert not torch.equal(resumed["state_dict"]["model." + k], resumed["current_model_state"]["model." + k])
+
+
+def test_ema_step_leaves_frozen_parameters_out(monkeypatch):
+    """The average's per-step lerp covers the trained tensors only: a frozen parameter's average is never
+    touched after the first copy (here a sentinel shows it), a trained one moves by (1 - decay)."""
+    net = torch.nn.Module()
+    net.frozen = torch.nn.Parameter(torch.ones(3), requires_grad=False)
+    net.trained = torch.nn.Parameter(torch.full((3,), 2.0))
+    monkeypatch.setattr(module.WeightAveraging, "setup", lambda self, trainer, pl_module, stage: None)
+    ema = module.WeightEMA(0.75)
+    ema.setup(None, net, "fit")
+    sentinel, average = torch.full((3,), -1.0), torch.zeros(3)
+    ema._update([sentinel, average], [net.frozen.detach(), net.trained.detach()], torch.tensor(1))
+    assert torch.equal(sentinel, torch.full((3,), -1.0))
+    assert torch.allclose(average, torch.full((3,), 0.5))  # 0.75 x 0 + 0.25 x 2
