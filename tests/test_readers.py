@@ -323,6 +323,23 @@ def test_read_trc(tmp_path: Path) -> None:
     assert records == [TrcRecord("1", 'my "done" face, ok https://t.co/x', 1, 0), TrcRecord("2", "hi", 0, 1)]
 
 
+def test_trc_tweets_as_untagged_posts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """`trc:all`: the TRC tweets as posts without tags, tokenised as the Twitter files are, links dropped
+    (their release has none); a tweet of links only is left out, and the log says so."""
+    rows = ('"11","9","RT @ann: Paris, again! https://t.co/x","1","0","0","0","1","0"\n'
+            '"12","9","https://t.co/y","0","1","0","1","0","0"\n')
+    (tmp_path / "trc").mkdir()
+    write(tmp_path / "trc" / "textimage-data.csv", TRC_HEADER + rows)
+    monkeypatch.setenv("MMNER_DATA_DIR", str(tmp_path))
+    with caplog.at_level("INFO", logger="mmner"):
+        posts = load_dataset("trc:all")
+    assert [(p.id, p.tokens, p.tags, p.image_id) for p in posts] == [
+        ("11", ["RT", "@", "ann", ":", "Paris", ",", "again", "!"], None, None)]
+    assert "1 of 2 tweets are only links and are left out" in caplog.text
+    with pytest.raises(MmnerError, match=r"trc:train: unknown split 'train' .*trc \(split: all, no entity tags\)"):
+        load_dataset("trc:train")
+
+
 @pytest.mark.parametrize(
     "text, line, problem",
     [

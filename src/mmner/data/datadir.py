@@ -26,6 +26,9 @@ DATASETS: dict[str, tuple[str, dict[str, str]]] = {
     # RiTUAL-UH sample folders: the only real images at hand (demo, web page, image-pipeline tests).
     "twitter2015_samples": ("images/twitter2015_samples", {"train": "train", "valid": "dev", "test": "test"}),
     "twitter2017_samples": ("images/twitter2017_samples", {"train": "train", "valid": "dev", "test": "test"}),
+    # The text-image relation corpus's tweets, without entity tags (`readers.read_trc_posts`): unlabelled
+    # in-domain posts for `data.extra_train` with a teacher's tags.
+    "trc": ("trc", {"all": "textimage-data.csv"}),
 }
 SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid"}
 CAPTION_SOURCES = ("blip2", "owl")
@@ -72,8 +75,8 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 
 def _choices() -> str:
-    splits = "train|valid|test (dev = valid)"
-    return ", ".join(DATASETS) + f"; splits: {splits}"
+    tagged = [name for name, (_, splits) in DATASETS.items() if "test" in splits]
+    return ", ".join(tagged) + " (splits: train|valid|test, dev = valid); trc (split: all, no entity tags)"
 
 
 def resolve(name_or_path: str | Path, data_dir: str | Path | None = None) -> Path:

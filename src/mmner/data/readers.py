@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ import regex
 from mmner.data.post import Post, post_id
 from mmner.errors import MmnerError, at
 from mmner.tagging.schemes import check_tags
+
+log = logging.getLogger("mmner")
 
 __all__ = [
     "TrcRecord",
@@ -441,7 +444,7 @@ def read_ritual(path: str | Path) -> list[Post]:
 
 def read_posts(path: str | Path) -> list[Post]:
     """Read posts from whatever `path` is: a folder or `texts.json` -> RiTUAL, `.jsonl`/`.json` ->
-    JSON lines posts, anything else -> UMT CoNLL. One entry point so every command accepts all formats.
+    JSON lines posts, `.csv` -> the TRC tweets (untagged), anything else -> UMT CoNLL. One entry point so every command accepts all formats.
     """
     p = Path(path)
     if not p.exists():
@@ -450,6 +453,8 @@ def read_posts(path: str | Path) -> list[Post]:
         return read_ritual(p)
     if p.suffix.lower() in (".jsonl", ".json"):
         return read_jsonl(p)
+    if p.suffix.lower() == ".csv":
+        return read_trc_posts(p)
     return read_conll(p)
 
 
@@ -624,3 +629,24 @@ def read_trc(path: str | Path) -> list[TrcRecord]:
     except csv.Error as e:
         raise at(p, reader.line_num, f"malformed csv: {e}") from None
     return out
+
+
+_LINK = re.compile(r"https?://\S+")
+
+
+def read_trc_posts(path: str | Path) -> list[Post]:
+    """The TRC tweets as posts without entity tags (`trc:all`): in-domain text for `data.extra_train`
+    with a teacher's tags. Tokenised as the Twitter-2015/2017 files are (`tokenize`), without the links
+    that their release removed; the images are not at hand (`image_id` None). A tweet that is nothing
+    but links has no words to tag and is left out, and the count is logged."""
+    posts, bare = [], 0
+    for record in read_trc(path):
+        tokens = [t for t in tokenize(record.text) if not _LINK.fullmatch(t)]
+        if tokens:
+            posts.append(Post(id=record.tweet_id, tokens=tokens))
+        else:
+            bare += 1
+    if bare:
+        log.info("%s: %d of %d tweets are only links and are left out", path, bare, len(posts) + bare)
+    return posts
+
