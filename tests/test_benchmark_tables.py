@@ -455,3 +455,20 @@ def test_best_names_the_teacher_and_its_fold_runs(bench, monkeypatch, tmp_path):
                    "folds": {"teacher-fold0/t-s13": 86.75, "teacher-fold1/t-s13": 87.27}, "train_minutes": 30.0}
     assert best._teacher(got) == "88.30 (1 run and 2 fold runs, 86.75, 87.27; 30.0 min)"
     assert best._teacher({**got, "folds": {}}) == "88.30 (1 run; 30.0 min)"
+
+
+def test_overlap_finds_near_copies_of_evaluation_posts(monkeypatch):
+    """benchmarks/overlap.py: a post whose word set mostly matches an evaluation post is a near-copy (links,
+    `RT`, punctuation and case aside); a different post, or one of fewer than 3 words, is not."""
+    from mmner.data.post import Post
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("overlap", None)
+    import overlap
+
+    test = [Post("t1", "RT @ ann : Paris is lovely in May !".split()), Post("t2", "Go Spurs Go".split())]
+    extra = [Post("x1", "Paris is lovely in May https://t.co/z".split()),  # 5 of its 6 words (the handle aside)
+             Post("x2", "Paris is rainy in November".split()),  # 3 of 8 words: 0.375
+             Post("x3", "Go Spurs".split())]  # fewer than 3 words
+    found = overlap.near_copies(extra, test, 0.6)
+    assert [(f["id"], f["other"], f["jaccard"]) for f in found] == [("x1", "t1", 0.833)]

@@ -1,0 +1,82 @@
+"""Near-copies of evaluation posts in extra training data: how many posts of `--data` (e.g. the untagged TRC
+tweets, `trc:all`) read almost like a post of each validation and test split.
+
+    python benchmarks/overlap.py --data trc:all --output benchmarks/pseudo/trc-all.overlap.json
+
+Two posts are near-copies when the Jaccard overlap of their word sets is at least `--threshold` (default 0.6).
+Words: tokens of letters, digits and `_`, lowercased, without `RT` and links; posts of fewer than 3 words are
+not compared. Writes, per split, the count and the pairs (ids and both texts), so that a training set can
+leave them out; prints the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from serve_load import code_commit
+
+SPLITS = [f"{ds}:{split}" for ds in ("twitter2015", "twitter2017") for split in ("valid", "test")]
+WORD = re.compile(r"\w+")
+# a word in more posts than this says little about a near-copy; it is skipped when gathering candidates
+COMMON = 200
+
+
+def words(tokens: list[str]) -> frozenset[str]:
+    return frozenset(t.lower() for t in tokens
+                     if WORD.fullmatch(t) and t.lower() != "rt" and not t.lower().startswith("http"))
+
+
+def near_copies(posts, others, threshold: float) -> list[dict]:
+    """Each post of `posts` with its closest post of `others` where their Jaccard overlap reaches `threshold`."""
+    sets = [words(p.tokens) for p in others]
+    index: dict[str, set[int]] = defaultdict(set)
+    for i, s in enumerate(sets):
+        for w in s:
+            index[w].add(i)
+    found = []
+    for post in posts:
+        mine = words(post.tokens)
+        if len(mine) < 3:
+            continue
+        shared: dict[int, int] = defaultdict(int)
+        for w in mine:
+            if len(index[w]) <= COMMON:
+                for i in index[w]:
+                    shared[i] += 1
+        best = max(shared, key=lambda i: shared[i] / len(mine | sets[i]), default=None)
+        if best is not None and shared[best] / len(mine | sets[best]) >= threshold:
+            found.append({"id": post.id, "other": others[best].id,
+                          "jaccard": round(shared[best] / len(mine | sets[best]), 3),
+                          "text": " ".join(post.tokens), "other_text": " ".join(others[best].tokens)})
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mmner.data.datadir import load_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="the extra posts, e.g. trc:all")
+    parser.add_argument("--splits", nargs="*", default=SPLITS, help=f"the evaluation splits (default: {' '.join(SPLITS)})")
+    parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    posts = load_dataset(args.data)
+    out = {"data": args.data, "posts": len(posts), "threshold": args.threshold, "script_commit": code_commit(),
+           "splits": {}}
+    for split in args.splits:
+        pairs = near_copies(posts, load_dataset(split), args.threshold)
+        out["splits"][split] = {"near_copies": len(pairs), "pairs": pairs}
+        print(f"{split}: {len(pairs)} of {len(posts)} posts of {args.data} are near-copies of one of its posts")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
