@@ -1,12 +1,13 @@
 """Near-copies of evaluation posts in extra training data: how many posts of `--data` (e.g. the untagged TRC
 tweets, `trc:all`) read almost like a post of each validation and test split.
 
-    python benchmarks/overlap.py --data trc:all --output benchmarks/pseudo/trc-all.overlap.json
+    python benchmarks/overlap.py --data trc:all --output benchmarks/pseudo/trc-all.overlap.json \
+        --ids benchmarks/pseudo/trc-all.overlap.ids
 
 Two posts are near-copies when the Jaccard overlap of their word sets is at least `--threshold` (default 0.6).
 Words: tokens of letters, digits and `_`, lowercased, without `RT` and links; posts of fewer than 3 words are
-not compared. Writes, per split, the count and the pairs (ids and both texts), so that a training set can
-leave them out; prints the counts.
+not compared. Writes, per split, the count and the pairs (ids and both texts); with `--ids`, the ids of
+every near-copy, for `data.extra_train[i].exclude`; prints the counts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="*", default=SPLITS, help=f"the evaluation splits (default: {' '.join(SPLITS)})")
     parser.add_argument("--threshold", type=float, default=0.6)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--ids", type=Path, help="also write the near-copies' ids here, one a line")
     args = parser.parse_args(argv)
     posts = load_dataset(args.data)
     out = {"data": args.data, "posts": len(posts), "threshold": args.threshold, "script_commit": code_commit(),
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
+    if args.ids:
+        ids = sorted({pair["id"] for split in out["splits"].values() for pair in split["pairs"]})
+        args.ids.write_text(f"# near-copies of a post of {', '.join(args.splits)} among {args.data}'s posts "
+                            f"(benchmarks/overlap.py, Jaccard >= {args.threshold}, at {out['script_commit']})\n"
+                            + "".join(f"{i}\n" for i in ids), encoding="utf-8")
+        print(f"wrote {args.ids}: {len(ids)} ids")
     return 0
 
 

@@ -52,6 +52,25 @@ def test_bad_extra_data_is_one_line_naming_the_entry(extra, tiny_corpus, tmp_pat
         extra_training_posts(ExtraTrain(data=str(path), tags=str(short)), 0, DataConfig(), train)
 
 
+def test_exclude_leaves_the_listed_posts_out(extra, tiny_corpus, tmp_path):
+    """`exclude`: the ids a file lists (comments and blank lines aside) are left out, after the tags file
+    is read in the data's order; an id that is not one of the data's posts is an error naming its line."""
+    from mmner.train.run import extra_training_posts
+
+    path, tags, posts = extra
+    train = datadir.load_dataset(str(tiny_corpus["train"]))
+    ids = tmp_path / "near.ids"
+    ids.write_text(f"# near-copies\n{posts[1].id}\n\n{posts[5].id}  # of a test post\n")
+    got = extra_training_posts(ExtraTrain(data=str(path), tags=str(tags), exclude=str(ids)), 0, DataConfig(), train)
+    assert [p.id for p in got] == [f"{path}/{p.id}" for i, p in enumerate(posts) if i not in (1, 5)]
+    assert all(p.tags[0] == "B-PER" for p in got)
+    ids.write_text(f"{posts[1].id}\nnobody\n")
+    with pytest.raises(MmnerError, match=rf"near.ids:2: nobody is not a post of {path}"):
+        extra_training_posts(ExtraTrain(data=str(path), tags=str(tags), exclude=str(ids)), 0, DataConfig(), train)
+    with pytest.raises(MmnerError, match=r"data.extra_train\[0\].exclude: .*gone.ids does not exist"):
+        extra_training_posts(ExtraTrain(data=str(path), exclude=str(tmp_path / "gone.ids")), 0, DataConfig(), train)
+
+
 def test_a_run_trains_on_the_extra_posts_with_their_captions(extra, tiny_corpus, tiny_model_params, tiny_visual, tmp_path):
     from mmner.config import Config
     from mmner.train.run import train

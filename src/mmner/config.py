@@ -27,10 +27,12 @@ class ExtraTrain(Section):
     """More training posts (`data.extra_train`): a dataset name or file, and optionally a `.tags` file
     (`<post id>\t<tags>` per post, in the data's order) whose tags replace the data's own, e.g. an
     ensemble's tags of unlabelled posts (benchmarks/pseudo_label.py). Their visual inputs are looked up
-    as for that dataset."""
+    as for that dataset. `exclude`: a file of post ids (one a line, `#` comments) left out of them, e.g.
+    near-copies of evaluation posts (benchmarks/overlap.py --ids)."""
 
     data: str
     tags: str | None = None
+    exclude: str | None = None
 
 
 class Holdout(Section):

@@ -226,6 +226,8 @@ def extra_training_posts(extra: ExtraTrain, index: int, data: DataConfig, train:
         posts = [replace(p, tags=t) for p, t in zip(posts, read_tags(extra.tags, posts))]
     elif any(p.tags is None for p in posts):
         raise MmnerError(f"{where}: {extra.data} has posts without tags; give a tags file (tags: ...)")
+    if extra.exclude is not None:
+        posts = _excluding(posts, extra.exclude, f"{where}.exclude", extra.data)
     known = {kind for p in train for kind, _, _ in schemes.entities(p.tags or [])}
     source = extra.tags or extra.data
     for p in posts:
@@ -234,6 +236,24 @@ def extra_training_posts(extra: ExtraTrain, index: int, data: DataConfig, train:
             raise MmnerError(f"{where}: {source}: post {p.id} has entity type {unknown[0]}, which {data.train} "
                              f"has not (its types: {', '.join(sorted(known))})")
     return [replace(p, id=f"{extra.data}/{p.id}") for p in posts]
+
+
+def _excluding(posts: list[Post], path: str, where: str, data: str) -> list[Post]:
+    """`posts` without the ids that the file `path` lists (one a line; blank lines and `#` comments
+    skipped); an id that is none of the posts' is an error naming its line."""
+    if not Path(path).is_file():
+        raise MmnerError(f"{where}: {path} does not exist")
+    ids = {p.id for p in posts}
+    out: set[str] = set()
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):
+        pid = line.split("#", 1)[0].strip()
+        if not pid:
+            continue
+        if pid not in ids:
+            raise MmnerError(f"{path}:{n}: {pid} is not a post of {data}")
+        out.add(pid)
+    log.info("%s: %d of %d posts of %s left out (%s)", where, len(out), len(posts), data, path)
+    return [p for p in posts if p.id not in out]
 
 
 def merged_inputs(config: Config, names: list[str]) -> VisualInputs:
@@ -452,7 +472,9 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
         **({"holdout": d.holdout.model_dump()} if d.holdout is not None else {}),
         "train_posts": len(posts["train"]),
         **({"extra_train": [{"data": x.data, "tags": x.tags, "posts": len(part),
-                             **({"tags_sha1": data_sha1(Path(x.tags))} if x.tags else {})}
+                             **({"tags_sha1": data_sha1(Path(x.tags))} if x.tags else {}),
+                             **({"exclude": x.exclude, "exclude_sha1": data_sha1(Path(x.exclude))}
+                                if x.exclude else {})}
                             for x, part in zip(d.extra_train, extra)]} if d.extra_train else {}),
         **({"distill": teacher.record} if teacher is not None else {}),
         "resumed": resume,
