@@ -444,7 +444,8 @@ def read_ritual(path: str | Path) -> list[Post]:
 
 def read_posts(path: str | Path) -> list[Post]:
     """Read posts from whatever `path` is: a folder or `texts.json` -> RiTUAL, `.jsonl`/`.json` ->
-    JSON lines posts, `.csv` -> the TRC tweets (untagged), anything else -> UMT CoNLL. One entry point so every command accepts all formats.
+    JSON lines posts, `.csv` -> the TRC tweets (untagged), anything else -> UMT CoNLL. One entry point
+    so every command accepts all formats.
     """
     p = Path(path)
     if not p.exists():
@@ -649,4 +650,3 @@ def read_trc_posts(path: str | Path) -> list[Post]:
     if bare:
         log.info("%s: %d of %d tweets are only links and are left out", path, bare, len(posts) + bare)
     return posts
-
