@@ -68,8 +68,9 @@ SYSTEM_VARIANTS = {
                                   "0.2 instead of 0.5)"),
     "caption-distill-ema": ("caption-distill", "the weights' moving average (trainer.ema 0.999 a step) validated, "
                             "selected and saved instead of the trained weights"),
-    "caption-distill-trc": ("caption-distill", "more untagged posts: the 4471 TRC tweets (text only) with the teacher's "
-                            "tags and marginals, beside the other dataset's training posts"),
+    "caption-distill-trc": ("caption-distill", "more untagged posts: the 4471 TRC tweets (text only; for Twitter-2015 "
+                            "less the 9 near-copies of its valid and test posts) with the teacher's tags and "
+                            "marginals, beside the other dataset's training posts"),
 }
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {
