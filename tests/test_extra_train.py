@@ -87,3 +87,28 @@ def test_a_run_trains_on_the_extra_posts_with_their_captions(extra, tiny_corpus,
     assert saved["test"]["extra_train"] == test["extra_train"]
     # the extra posts' images were looked up in the run's captions (ids 3 and 5 have none: masked)
     assert test["train_masked_images"] >= 2 and "caption" in test["visual_detail"]
+
+
+def test_a_run_trains_on_untagged_tweets_with_a_tags_file_and_exclude(tiny_corpus, tiny_model_params, tiny_visual,
+                                                                       tmp_path):
+    """Untagged posts from a TRC csv (as `trc:all` is) train with a tags file, less the excluded ids; having
+    no image ids, every one of them is seen without its image (masked), and metrics.json says so."""
+    from mmner.config import Config
+    from mmner.train.run import train
+
+    header = '"tweet_id","user_id","tweet","text_is_represented","image_adds"\n'
+    rows = "".join(f'"{i}","9","Paris and London again {i} https://t.co/x","1","0"\n' for i in range(1, 6))
+    csv = tmp_path / "trc.csv"
+    csv.write_text(header + rows)
+    tags = tmp_path / "trc.tags"
+    tags.write_text("".join(f"{i}\tB-LOC O B-LOC O O\n" for i in range(1, 6)))
+    ids = tmp_path / "near.ids"
+    ids.write_text("2\n")
+    raw = tiny_config(tiny_model_params["bert-crf-caption"], tiny_corpus, tiny_visual["caption"], max_epochs=1)
+    raw["visual"]["missing"] = "mask"
+    raw["data"]["extra_train"] = [{"data": str(csv), "tags": str(tags), "exclude": str(ids)}]
+    test = train(Config.model_validate(raw), tmp_path / "run", quiet=True)["test"]
+    assert test["train_posts"] == 24 + 4
+    entry = test["extra_train"][0]
+    assert entry["posts"] == 4 and entry["exclude"] == str(ids) and len(entry["exclude_sha1"]) == 12
+    assert test["train_masked_images"] >= 4
