@@ -49,10 +49,10 @@ def near_copies(posts, others, threshold: float) -> list[dict]:
             if len(index[w]) <= COMMON:
                 for i in index[w]:
                     shared[i] += 1
-        best = max(shared, key=lambda i: shared[i] / len(mine | sets[i]), default=None)
-        if best is not None and shared[best] / len(mine | sets[best]) >= threshold:
-            found.append({"id": post.id, "other": others[best].id,
-                          "jaccard": round(shared[best] / len(mine | sets[best]), 3),
+        jaccard = {i: n / len(mine | sets[i]) for i, n in shared.items()}
+        best = max(jaccard, key=jaccard.__getitem__, default=None)
+        if best is not None and jaccard[best] >= threshold:
+            found.append({"id": post.id, "other": others[best].id, "jaccard": round(jaccard[best], 3),
                           "text": " ".join(post.tokens), "other_text": " ".join(others[best].tokens)})
     return found
 

@@ -76,7 +76,9 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 def _choices() -> str:
     tagged = [name for name, (_, splits) in DATASETS.items() if "test" in splits]
-    return ", ".join(tagged) + " (splits: train|valid|test, dev = valid); trc (split: all, no entity tags)"
+    untagged = [f"{name} (split: {'|'.join(splits)}, no entity tags)"
+                for name, (_, splits) in DATASETS.items() if "test" not in splits]
+    return "; ".join([", ".join(tagged) + " (splits: train|valid|test, dev = valid)", *untagged])
 
 
 def resolve(name_or_path: str | Path, data_dir: str | Path | None = None) -> Path:
