@@ -71,6 +71,9 @@ SYSTEM_VARIANTS = {
     "caption-distill-trc": ("caption-distill", "more untagged posts: the 4471 TRC tweets (text only; for Twitter-2015 "
                             "less the 9 near-copies of its valid and test posts) with the teacher's tags and "
                             "marginals, beside the other dataset's training posts"),
+    "caption-distill-4fold": ("caption-distill", "4-fold cross-fitting: the dataset's own posts' marginals from four "
+                              "fold teachers, each trained on three quarters of them, instead of two trained on "
+                              "half"),
 }
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {
