@@ -74,6 +74,9 @@ SYSTEM_VARIANTS = {
     "caption-distill-4fold": ("caption-distill", "4-fold cross-fitting: the dataset's own posts' marginals from four "
                               "fold teachers, each trained on three quarters of them, instead of two trained on "
                               "half"),
+    "caption-distill-layer-decay": ("caption-distill", "layer-wise learning rates: the encoder's layer n of 6 at "
+                                    "1e-4 x 0.9^(6 - n), its embeddings at 1e-4 x 0.9^6 (optim.layer_decay 0.9), "
+                                    "instead of one rate"),
 }
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {

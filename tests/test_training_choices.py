@@ -84,6 +84,36 @@ def test_parameter_groups_get_their_learning_rates_and_weight_decay(tmp_path, ti
     assert all(g["fused"] for g in groups)
 
 
+def test_layer_decay_gives_each_encoder_layer_its_rate(tmp_path, tiny_model_params, tiny_corpus):
+    base = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=1)
+    base["optim"]["layer_decay"] = 0.5
+    config = load_config(None, base=base)
+    run = tmp_path / "run"
+    train(config, run, quiet=True)
+    groups = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "optimizer_states"][0]["param_groups"]
+    from mmner.inference import load_run
+
+    _, model = load_run(run)
+    o = config.optim
+    model.encoder.get_input_embeddings().weight.requires_grad_(False)  # as in training (freeze_embeddings)
+    # the tiny encoder has 2 layers: layer 1 (0-based) at the full rate, layer 0 at half, the rest (embeddings,
+    # the unused pooler) at a quarter
+    expected: dict[float, int] = {o.lr: sum(1 for n, p in model.named_parameters()
+                                            if p.requires_grad and not n.startswith("encoder."))}
+    for n, p in model.encoder.named_parameters():
+        if p.requires_grad:
+            rate = o.encoder_lr / 2 if "layer.0." in n else o.encoder_lr if "layer.1." in n else o.encoder_lr / 4
+            expected[rate] = expected.get(rate, 0) + 1
+    got: dict[float, int] = {}
+    for g in groups:
+        got[g["initial_lr"]] = got.get(g["initial_lr"], 0) + len(g["params"])
+    assert got == expected and len(expected) == 4
+    assert module.layer_depths(["encoder.embeddings.x", "encoder.encoder.layer.0.a.weight",
+                                "encoder.encoder.layer.11.b", "encoder.encoder.relative_attention_bias.weight"]) == [
+        0, 1, 12, 0]
+
+
 @pytest.mark.parametrize("name", ["bert-crf", "bert-crf-caption"])
 def test_evaluate_reproduces_the_test_score_of_training(name, tmp_path, tiny_model_params, tiny_corpus, tiny_visual):
     visual = tiny_visual["caption" if name != "bert-crf" else "none"]

@@ -70,6 +70,9 @@ class OptimConfig(Section):
     encoder_lr: float = 5e-5  # pretrained encoder
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of all optimisation steps
+    # layer-wise learning-rate decay: the encoder's layer n of N trains at encoder_lr x layer_decay^(N - n), its
+    # embeddings at encoder_lr x layer_decay^N; 1.0: one rate for the whole encoder
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
     grad_clip: float = 1.0
     # AdamW's fused kernel (one pass over all parameters, clipping the gradients as it reads them); false:
     # its per-tensor loop after clip_grad_norm_
