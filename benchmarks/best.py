@@ -222,8 +222,14 @@ def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resa
             "valid_f1": _valid_f1(runs_dir / tag, tried),
             "valid_f1_system": _valid_f1(runs_dir / base, [r for r in system if r["seed"] in seeds]),
             "vs_system": _paired(runs_dir, runs_dir / base, system, runs_dir / tag, tried, resamples, seed),
-            "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried],
+            "train_minutes": [round(training_seconds(r) / 60, 1) for r in tried], "device": _devices(tried),
             "commits": sorted({c for r in tried for c in run_commits(r)})}
+
+
+def _devices(runs: list[dict]) -> str:
+    """The device and precision of a row's runs: one, where all ran alike; else each run's, in seed order."""
+    one = device_cell(runs)
+    return one if "," not in one else ", ".join(device_cell([r]) for r in runs)
 
 
 def _row(runs_dir: Path, dataset: str, runs: list[dict], resamples: int, seed: int, config: Path | None = None) -> dict:
@@ -367,18 +373,21 @@ def render(data: dict, resamples: int) -> str:
     def changed(rows: list[dict], key: str, against: str) -> list[str]:
         return _table(rows, [("dataset", cell("dataset")), ("tag", code), (key, cell(key)), ("seeds", _seeds),
                              ("test F1", cell("f1_cell")), (f"Δ vs {against}", delta("vs_system")),
-                             ("minutes / run", _minutes)], "no run has finished yet")
+                             ("minutes / run", _minutes), ("device, precision", cell("device"))],
+                      "no run has finished yet")
 
     lines += ["", "## Variants of the system: one key changed", "",
               "Each row is the system with one change (benchmarks/runs/<tag>/), paired by seed with the full system;",
               "a positive Δ means the variant is better. A variant is a candidate for the recipe where its valid F1",
               "(the selected epoch's, mean over its seeds) is above the system's on the same seeds; test F1 decides",
-              "nothing.", ""]
+              "nothing. The precision is the CPU's (trainer.precision: auto): bf16-mixed where it computes in bf16,",
+              "32-true where it does not; the system's is in its table above.", ""]
     lines += _table(data["system_variants"], [("dataset", cell("dataset")), ("tag", code), ("changes", cell("changes")),
                                               ("seeds", _seeds), ("valid F1", lambda r: f"{r['valid_f1']:.2f}"),
                                               ("the system's valid F1", lambda r: f"{r['valid_f1_system']:.2f}"),
                                               ("test F1", cell("f1_cell")), ("Δ vs the system", delta("vs_system")),
-                                              ("minutes / run", _minutes)], "no run has finished yet")
+                                              ("minutes / run", _minutes), ("device, precision", cell("device"))],
+                    "no run has finished yet")
     lines += ["", "## Ablations: each idea removed alone", "",
               "Each row is the system with one change (benchmarks/runs/<tag>/), paired by seed with the full system;",
               "a negative Δ means the idea helps.", ""]
