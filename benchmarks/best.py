@@ -228,8 +228,8 @@ def _tried(runs_dir: Path, tag: str, tried: list[dict], system: list[dict], resa
 
 def _devices(runs: list[dict]) -> str:
     """The device and precision of a row's runs: one, where all ran alike; else each run's, in seed order."""
-    one = device_cell(runs)
-    return one if "," not in one else ", ".join(device_cell([r]) for r in runs)
+    cells = [device_cell([r]) for r in runs]
+    return cells[0] if len(set(cells)) == 1 else ", ".join(cells)
 
 
 def _row(runs_dir: Path, dataset: str, runs: list[dict], resamples: int, seed: int, config: Path | None = None) -> dict:

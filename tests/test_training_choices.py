@@ -59,18 +59,23 @@ def test_early_stopping_ends_training_after_patience_epochs_without_gain(monkeyp
     assert seen == [90.0, 50.0, 40.0] and metrics["test"]["epochs"] == 3 and metrics["test"]["best_epoch"] == 1
 
 
-def test_parameter_groups_get_their_learning_rates_and_weight_decay(tmp_path, tiny_model_params, tiny_corpus):
-    config = _config(tiny_model_params, tiny_corpus, max_epochs=1)
-    run = tmp_path / "run"
-    train(config, run, quiet=True)
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    groups = state["optimizer_states"][0]["param_groups"]
-    o = config.optim
-    got = sorted((g["initial_lr"], g["weight_decay"], len(g["params"])) for g in groups)
+def _trained_groups(config, run) -> tuple[list[dict], torch.nn.Module]:
+    """One epoch of `config`: its optimizer's parameter groups (last.ckpt) and the trained model, its word
+    embeddings frozen as in training (freeze_embeddings)."""
     from mmner.inference import load_run
 
+    train(config, run, quiet=True)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     _, model = load_run(run)
-    model.encoder.get_input_embeddings().weight.requires_grad_(False)  # as in training (freeze_embeddings)
+    model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    return state["optimizer_states"][0]["param_groups"], model
+
+
+def test_parameter_groups_get_their_learning_rates_and_weight_decay(tmp_path, tiny_model_params, tiny_corpus):
+    config = _config(tiny_model_params, tiny_corpus, max_epochs=1)
+    groups, model = _trained_groups(config, tmp_path / "run")
+    o = config.optim
+    got = sorted((g["initial_lr"], g["weight_decay"], len(g["params"])) for g in groups)
     encoder = [p for p in model.encoder.parameters() if p.requires_grad]
     head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
     expected = sorted([
@@ -88,15 +93,8 @@ def test_layer_decay_gives_each_encoder_layer_its_rate(tmp_path, tiny_model_para
     base = tiny_config(tiny_model_params["bert-crf"], tiny_corpus, max_epochs=1)
     base["optim"]["layer_decay"] = 0.5
     config = load_config(None, base=base)
-    run = tmp_path / "run"
-    train(config, run, quiet=True)
-    groups = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
-        "optimizer_states"][0]["param_groups"]
-    from mmner.inference import load_run
-
-    _, model = load_run(run)
+    groups, model = _trained_groups(config, tmp_path / "run")
     o = config.optim
-    model.encoder.get_input_embeddings().weight.requires_grad_(False)  # as in training (freeze_embeddings)
     # the tiny encoder has 2 layers: layer 1 (0-based) at the full rate, layer 0 at half, the rest (embeddings,
     # the unused pooler) at a quarter
     expected: dict[float, int] = {o.lr: sum(1 for n, p in model.named_parameters()

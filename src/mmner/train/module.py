@@ -334,11 +334,11 @@ class TaggerModule(L.LightningModule):
         o = self.config.optim
         groups = self.model.parameter_groups()
         lrs = {"encoder": o.encoder_lr, "head": o.lr}
-        names = {id(p): n for n, p in self.model.named_parameters()}
         param_groups = []
         for name, params in groups.items():
             # `optim.layer_decay` < 1: the encoder by depth, each at encoder_lr x decay^(top - depth)
             if name == "encoder" and o.layer_decay < 1.0:
+                names = {id(p): n for n, p in self.model.named_parameters()}
                 depths = layer_depths([names[id(p)] for p in params])
                 top = max(depths)
                 split = [
