@@ -77,6 +77,9 @@ SYSTEM_VARIANTS = {
     "caption-distill-layer-decay": ("caption-distill", "layer-wise learning rates: the encoder's layer n of 6 at "
                                     "1e-4 x 0.9^(6 - n), its embeddings at 1e-4 x 0.9^6 (optim.layer_decay 0.9), "
                                     "instead of one rate"),
+    "caption-distill-temperature-2": ("caption-distill", "a distillation temperature: the teacher's marginals of "
+                                      "each word q^(1/2), renormalised, the model's of its CRF scores halved, the "
+                                      "divergence x 4 (distill.temperature 2), instead of 1"),
 }
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {

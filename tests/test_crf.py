@@ -118,3 +118,29 @@ def test_constrained_marginals_give_forbidden_tags_no_mass():
     inside = [i for i, label in enumerate(vocab.tags) if label.startswith("I-")]
     assert float(probs[:, 0, inside].sum()) < 1e-3  # no post starts inside an entity
     assert torch.allclose(probs.sum(-1), torch.ones(2, 4), atol=1e-5)
+
+
+def test_marginals_at_a_temperature_are_those_of_the_scores_divided_by_it():
+    """CRFHead.log_marginals(temperature=T): forward-backward over every score (emissions, start, transitions,
+    end, the constraint included) divided by T; T = 1 is the plain marginals, T > 1 spreads the mass."""
+    from mmner.tagging.crf import forward_backward
+
+    vocab = LabelVocab(["PER", "LOC"])
+    head = CRFHead(vocab, constrained=True)
+    with torch.no_grad():
+        head.crf.transitions.normal_(generator=torch.Generator().manual_seed(1))
+    em = 3.0 * torch.randn(2, 5, len(vocab), generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    start, trans, end = head.scores()
+    plain = head.log_marginals(em, mask)
+    assert torch.equal(head.log_marginals(em, mask, temperature=1.0), plain)
+    warm = head.log_marginals(em, mask, temperature=2.0)
+    assert torch.allclose(warm, forward_backward(em / 2, mask, start / 2, trans / 2, end / 2), atol=1e-6)
+    assert torch.allclose(warm.exp().sum(-1)[mask], torch.ones(int(mask.sum())), atol=1e-5)
+
+    def entropy(log_p):
+        return float(-(log_p.exp() * log_p.clamp_min(-30)).sum(-1)[mask].sum().detach())
+
+    assert entropy(warm) > entropy(plain) + 0.5
+    inside = [i for i, label in enumerate(vocab.tags) if label.startswith("I-")]
+    assert float(warm.exp()[:, 0, inside].sum()) < 1e-3  # the constraint still holds at T = 2

@@ -126,6 +126,42 @@ def test_distill_loss_is_the_kl_divergence_over_words_of_posts_with_targets():
     assert float(logits.grad[2].abs().sum()) == 0.0 and float(logits.grad[0].abs().sum()) > 0  # no target: no gradient
 
 
+def test_a_temperature_softens_the_targets_and_the_model_and_scales_the_kl(tmp_path, tiny_corpus):
+    """distill.temperature T: each word's target q^(1/T) renormalised, the model's marginals of its CRF scores
+    divided by T, the KL multiplied by T^2; the record names T; T = 1 leaves targets and loss as they were."""
+    from mmner.tagging.crf import CRFHead
+
+    train = datadir.load_dataset(str(tiny_corpus["train"]))[:3]
+    g = torch.Generator().manual_seed(0)
+    targets = [(p.id, (4.0 * torch.randn(len(p.tokens), len(LABELS), generator=g)).softmax(-1)) for p in train]
+    path = tmp_path / "t.marginals.jsonl.gz"
+    write_marginals(path, str(tiny_corpus["train"]), LABELS.tags, targets)
+    cold = Teacher.from_config([str(path)], 0.5, str(tiny_corpus["train"]), [], train, LABELS)
+    warm = Teacher.from_config([str(path)], 0.5, str(tiny_corpus["train"]), [], train, LABELS, temperature=2.0)
+    assert cold is not None and warm is not None
+    assert "temperature" not in cold.record and warm.record["temperature"] == 2.0
+    q = cold.rows[0]
+    assert torch.allclose(warm.rows[0], q.sqrt() / q.sqrt().sum(-1, keepdim=True), atol=1e-6)
+    assert float(warm.rows[0].max(-1).values.mean()) < float(q.max(-1).values.mean())  # flatter
+
+    head = CRFHead(LABELS)
+    width = max(len(p.tokens) for p in train)
+    emissions = torch.randn(3, width, len(LABELS), generator=g, requires_grad=True)
+    mask = torch.tensor([[t < len(p.tokens) for t in range(width)] for p in train])
+    index = [0, 1, 2]
+    kl, posts = cold.loss(head, emissions, mask, index)
+    q1, has = cold.targets(index, width)
+    assert posts == 3 and torch.allclose(kl, distill_loss(head.log_marginals(emissions, mask), q1, mask, has))
+    kl2, _ = warm.loss(head, emissions, mask, index)
+    q2, _ = warm.targets(index, width)
+    expected = 4.0 * distill_loss(head.log_marginals(emissions, mask, temperature=2.0), q2, mask, has)
+    assert torch.allclose(kl2, expected) and not torch.allclose(kl2, kl)
+    kl2.backward()
+    assert float(emissions.grad.abs().sum()) > 0
+    nobody = Teacher([None, q], 0.5, {})
+    assert nobody.loss(head, emissions[:1], mask[:1], [0]) is None  # a batch without targets: no term
+
+
 def test_a_run_learns_the_teachers_marginals(tmp_path, tiny_corpus, tiny_model_params):
     """A teacher run's marginals of the training posts with PER and LOC swapped (targets that gold tags do
     not give): a student trained on them alone (weight 1) ends much nearer to them than it starts and than

@@ -116,10 +116,14 @@ class DistillConfig(Section):
     """Soft targets from a teacher (`distill`): files of CRF marginals of training posts, e.g. an ensemble's
     (benchmarks/teacher_marginals.py; format in mmner.train.distill), each for `data.train` or one of
     `data.extra_train`'s datasets. A post with a target trains on (1 - weight) x its CRF loss + weight x the
-    KL divergence from the teacher's marginals to the model's; a batch without targets on the CRF loss."""
+    KL divergence from the teacher's marginals to the model's; a batch without targets on the CRF loss.
+    `temperature` T > 1 softens both sides before the KL: the teacher's marginals word by word (p^(1/T),
+    renormalised; the files hold marginals, not the teacher's scores), the model's by dividing its CRF scores
+    by T before forward-backward; the KL is scaled by T^2 so that its gradients keep their size. 1: off."""
 
     targets: list[str] = []
     weight: float = Field(0.5, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=1.0, le=10.0)
 
 
 class Config(Section):

@@ -47,13 +47,17 @@ class CRFHead(nn.Module):
             start, end, trans = start + self.start_mask, end + self.end_mask, trans + self.trans_mask
         return start.float(), trans.float(), end.float()
 
-    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """log P(tag of word t = l | post) for every word and label (forward-backward over the scores that
         decoding uses), differentiable. emissions [B, W, L], mask [B, W] left-aligned -> [B, W, L]; rows of
-        padding words are meaningless. In fp32 under mixed precision too."""
+        padding words are meaningless. In fp32 under mixed precision too. `temperature` T: of the CRF whose
+        scores (emissions, start, transitions, end) are divided by T, softer for T > 1."""
         start, trans, end = self.scores()
         with torch.autocast(emissions.device.type, enabled=False):
-            return forward_backward(emissions.float(), mask.bool(), start, trans, end)
+            emissions = emissions.float()
+            if temperature != 1.0:
+                emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
+            return forward_backward(emissions, mask.bool(), start, trans, end)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """Best tag ids per post (length = number of unmasked words; masks are left-aligned)."""

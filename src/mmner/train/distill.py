@@ -12,7 +12,10 @@ Training aligns each file to the training posts by id (a file of `data.extra_tra
 that training gives those posts, `<data>/<id>`), reorders its columns to the model's labels, and adds to
 the CRF loss of every post with a target the KL divergence from the teacher's marginals to the model's
 own (forward-backward over the CRF, `CRFHead.log_marginals`), summed over its words:
-`(1 - weight) x CRF loss + weight x KL`.
+`(1 - weight) x CRF loss + weight x KL`. With a `temperature` T > 1 both sides are softened first, the
+teacher's marginals word by word (q^(1/T), renormalised: the files hold marginals, not scores) and the
+model's through its CRF scores divided by T, and the KL is multiplied by T^2 (Hinton et al.'s scaling, which
+keeps its gradients the size they have at T = 1).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 from mmner.data.post import Post
 from mmner.errors import MmnerError
+from mmner.tagging.crf import CRFHead
 from mmner.tagging.vocab import LabelVocab
 
 FORMAT = "mmner-marginals/1"
@@ -91,17 +95,20 @@ class Teacher:
     """The soft targets of the training posts (`Teacher.from_config`): `targets(index, width)` gives a
     batch's [B, W, L] probabilities and which of its posts have one."""
 
-    def __init__(self, rows: list[torch.Tensor | None], weight: float, record: dict[str, Any]) -> None:
-        self.rows = rows  # by training post position; None: no target
+    def __init__(self, rows: list[torch.Tensor | None], weight: float, record: dict[str, Any],
+                 temperature: float = 1.0) -> None:
+        self.rows = rows  # by training post position, softened by the temperature; None: no target
         self.labels = next(r.shape[1] for r in rows if r is not None)
         self.weight = weight
+        self.temperature = temperature
         self.record = record  # for metrics.json
 
     @classmethod
     def from_config(cls, targets: Sequence[str], weight: float, train: str, extra: Sequence[str],
-                    posts: Sequence[Post], labels: LabelVocab) -> "Teacher | None":
+                    posts: Sequence[Post], labels: LabelVocab, temperature: float = 1.0) -> "Teacher | None":
         """`targets`: the files; `train`, `extra`: data.train and data.extra_train's datasets; `posts`: the
-        training posts (extra posts' ids prefixed with their dataset); `labels`: the model's."""
+        training posts (extra posts' ids prefixed with their dataset); `labels`: the model's; `temperature`:
+        distill.temperature, which softens each word's marginals (q^(1/T), renormalised)."""
         from mmner.inference import data_sha1
 
         if not targets:
@@ -137,15 +144,17 @@ class Teacher:
                     raise MmnerError(f"{path}:{n}: post {pid} has marginals for {len(values)} words, but "
                                      f"{len(posts[i].tokens)} words in {data}")
                 probs = torch.tensor(values, dtype=torch.float32)[:, columns]
+                if temperature != 1.0:
+                    probs = probs.clamp_min(0.0).pow(1.0 / temperature)
                 rows[i] = probs / probs.sum(-1, keepdim=True).clamp_min(1e-8)  # rounding in the file
                 matched += 1
             if not matched:
                 raise MmnerError(f"{where}: {path}: none of its posts is a training post")
             files.append({"file": str(path), "data": data, "sha1": data_sha1(Path(path)), "posts": matched,
                           **{key: header[key] for key in ("members", "min_votes") if key in header}})
-        record = {"weight": weight, "targets": files, "posts_with_targets": sum(r is not None for r in rows),
-                  "train_posts": len(posts)}
-        return cls(rows, weight, record)
+        record = {"weight": weight, **({"temperature": temperature} if temperature != 1.0 else {}),
+                  "targets": files, "posts_with_targets": sum(r is not None for r in rows), "train_posts": len(posts)}
+        return cls(rows, weight, record, temperature)
 
     def targets(self, index: Sequence[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch's targets [B, width, L] (zeros where a post has none or beyond its words) and [B] bool."""
@@ -157,6 +166,18 @@ class Teacher:
                 out[j, : row.shape[0]] = row
                 has[j] = True
         return out, has
+
+    def loss(self, crf: CRFHead, emissions: torch.Tensor, mask: torch.Tensor,
+             index: Sequence[int]) -> tuple[torch.Tensor, int] | None:
+        """The batch's distillation term and how many of its posts have a target (None: none has):
+        KL(softened targets || the model's marginals at the temperature) x T^2. emissions [B, W, L] of
+        the posts `index` (training positions), mask [B, W]."""
+        q, has = self.targets(index, emissions.shape[1])
+        if not bool(has.any()):
+            return None
+        log_p = crf.log_marginals(emissions, mask, temperature=self.temperature)
+        kl = distill_loss(log_p, q.to(log_p.device), mask, has.to(log_p.device))
+        return kl * self.temperature ** 2, int(has.sum())
 
 
 def distill_loss(log_p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, has: torch.Tensor) -> torch.Tensor:

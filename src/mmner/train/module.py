@@ -35,7 +35,7 @@ from mmner.data.batches import (
 from mmner.data.post import Post
 from mmner.models.base import AuxiliaryTask, Tagger
 from mmner.tagging.scorer import score
-from mmner.train.distill import Teacher, distill_loss
+from mmner.train.distill import Teacher
 from mmner.vision.inputs import VisualInputs
 
 log = logging.getLogger("mmner")
@@ -268,11 +268,10 @@ class TaggerModule(L.LightningModule):
         out = self.model(batch)
         loss = out["loss"]
         if self.teacher is not None:
-            q, has = self.teacher.targets(batch["index"], out["emissions"].shape[1])
-            if bool(has.any()):
-                log_p = self.model.crf.log_marginals(out["emissions"], out["word_mask"])
-                kl = distill_loss(log_p, q.to(log_p.device), out["word_mask"], has.to(log_p.device))
-                self.log("train_distill", kl, prog_bar=True, batch_size=int(has.sum()))
+            distilled = self.teacher.loss(self.model.crf, out["emissions"], out["word_mask"], batch["index"])
+            if distilled is not None:
+                kl, posts = distilled
+                self.log("train_distill", kl, prog_bar=True, batch_size=posts)
                 loss = (1.0 - self.teacher.weight) * loss + self.teacher.weight * kl
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["index"]))
         return loss

@@ -416,10 +416,11 @@ def _train(config: Config, output: str | Path, resume: bool, quiet: bool, thread
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     valid_gold = [p.tags for p in posts["valid"]]
     teacher = Teacher.from_config(config.distill.targets, config.distill.weight, d.train,
-                                  [x.data for x in d.extra_train], posts["train"], labels)
+                                  [x.data for x in d.extra_train], posts["train"], labels,
+                                  config.distill.temperature)
     if teacher is not None:
-        log.info("distill: soft targets for %d of %d training posts (weight %g)",
-                 teacher.record["posts_with_targets"], len(posts["train"]), teacher.weight)
+        log.info("distill: soft targets for %d of %d training posts (weight %g, temperature %g)",
+                 teacher.record["posts_with_targets"], len(posts["train"]), teacher.weight, teacher.temperature)
     module = TaggerModule(model, config, valid_gold, teacher)  # type: ignore[arg-type]
     data = PostDataModule(model, posts["train"], posts["valid"], config, inputs)
     model.train()  # from_pretrained leaves encoders in eval mode, and Lightning keeps modules' modes
