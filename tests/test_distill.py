@@ -227,7 +227,8 @@ def test_mmner_teacher_writes_the_members_mean_marginals_and_their_vote(tmp_path
                                                                        monkeypatch, capsys):
     """`mmner teacher RUN RUN --data --output --tags`: the marginals file is the mean of the members' own CRF
     marginals of the posts, names them and the data; the tags file is their entity-level vote with the k that
-    is best on their validation split; what is not a finished run is a one-line error."""
+    is best on their validation split; what is not a finished run is a one-line error. `--add FILE`: a member
+    known by its marginals file joins the mean (not the vote); a file of other posts is a one-line error."""
     import re
 
     from conftest import run_cli
@@ -268,3 +269,53 @@ def test_mmner_teacher_writes_the_members_mean_marginals_and_their_vote(tmp_path
     code, _, err = run_cli(monkeypatch, capsys, "teacher", str(members[0]), str(tmp_path), "--data", data,
                            "--output", str(tmp_path / "x.marginals.jsonl.gz"))
     assert code == 2 and err.strip() == f"error: {tmp_path}: no metrics.json; a teacher's members are finished runs"
+
+    # --add: a member known only by its marginals file (its checkpoint gone) joins the mean
+    second, both = tmp_path / "m2.marginals.jsonl.gz", tmp_path / "both.marginals.jsonl.gz"
+    assert run_cli(monkeypatch, capsys, "teacher", str(members[1]), "--data", data, "--output", str(second),
+                   "--quiet")[0] == 0
+    code, out, err = run_cli(monkeypatch, capsys, "teacher", str(members[0]), "--data", data, "--add", str(second),
+                             "--output", str(both), "--quiet")
+    assert code == 0, err
+    assert "the mean CRF marginals of 2 members" in out
+    header, rows = read_marginals(both)
+    assert list(header["members"]) == [str(m) for m in members] and header["added"] == [str(second)]
+    added = {pid: torch.tensor(m) for _, pid, m in rows}
+    for i, p in enumerate(posts):  # the file's marginals are rounded to 4 digits
+        assert torch.allclose(added[p.id], (own[0][i] + own[1][i]) / 2, atol=1e-3)
+    code, _, err = run_cli(monkeypatch, capsys, "teacher", str(members[0]), "--data", data, "--add", str(second),
+                           "--output", str(both), "--tags", str(tags))
+    assert code == 2 and err.startswith("error: --add with --tags: the vote needs every member's tags")
+    valid_file = tmp_path / "valid.marginals.jsonl.gz"
+    assert run_cli(monkeypatch, capsys, "teacher", str(members[1]), "--data", str(tiny_corpus["valid"]), "--output",
+                   str(valid_file), "--quiet")[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "teacher", str(members[0]), "--data", data, "--add", str(valid_file),
+                           "--output", str(both))
+    assert code == 2 and err.strip() == (f"error: --add {valid_file}: it holds marginals of {tiny_corpus['valid']}, "
+                                         f"not of {data}")
+
+
+def test_an_added_file_must_cover_every_post_of_the_same_fold(tmp_path, tiny_corpus):
+    """mmner teacher --add (mmner.train.teacher.file_marginals): columns reordered to the members' labels; a file
+    short of posts, of another fold or of other labels is a one-line error naming it."""
+    from mmner.train.teacher import file_marginals
+
+    data = str(tiny_corpus["train"])
+    posts = datadir.load_dataset(data)[:4]
+    reversed_labels = LABELS.tags[::-1]
+    rows = [(p.id, torch.eye(len(LABELS))[[i % len(LABELS)] * len(p.tokens)]) for i, p in enumerate(posts)]
+    full = tmp_path / "full.gz"
+    write_marginals(full, data, reversed_labels, rows)
+    header, got = file_marginals(full, data, LABELS.tags, posts)
+    assert header["data"] == data
+    assert all(torch.equal(g, r[:, [reversed_labels.index(t) for t in LABELS.tags]]) for g, (_, r) in zip(got, rows))
+    short = tmp_path / "short.gz"
+    write_marginals(short, data, LABELS.tags, rows[:3])
+    with pytest.raises(MmnerError, match=rf"^--add {short}: no marginals of 1 of the 4 posts \(the first: {posts[3].id}\)$"):
+        file_marginals(short, data, LABELS.tags, posts)
+    with pytest.raises(MmnerError, match=r"it holds marginals of .* \(fold 1 of 2\), not of .*train.*\(fold 0 of 2\)$"):
+        folded = tmp_path / "fold1.gz"
+        write_marginals(folded, data, LABELS.tags, rows, fold={"fold": 1, "folds": 2})
+        file_marginals(folded, data, LABELS.tags, posts, (0, 2))
+    with pytest.raises(MmnerError, match=r"^--add .*full.gz: labels .* differ from the members'"):
+        file_marginals(full, data, LabelVocab(["LOC", "PER"]).tags, posts)

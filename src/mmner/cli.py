@@ -289,6 +289,9 @@ def teacher(
                                         "data.extra_train (FILE.tags; k chosen on the members' validation split)."),
     fold: Optional[str] = typer.Option(None, "--fold", help="k/n: only fold k of n of the posts (cross-fitting); "
                                        "every member trained on them without that fold (data.holdout)."),
+    add: List[Path] = typer.Option([], "--add", help="A marginals file of the same posts by another member, e.g. "
+                                   "one whose checkpoint is gone: one more member of the mean (repeatable; "
+                                   "not with --tags)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -296,19 +299,35 @@ def teacher(
     that caption-distill learns from."""
     from mmner.analysis.artifacts import write_tags
     from mmner.train.distill import write_marginals
-    from mmner.train.teacher import held_out, member_commits, member_marginals, mean_marginals, parse_fold, vote_tags
+    from mmner.train.teacher import (
+        file_marginals,
+        held_out,
+        member_commits,
+        member_marginals,
+        mean_marginals,
+        parse_fold,
+        vote_tags,
+    )
 
     k_of_n = parse_fold(fold) if fold is not None else None
     if k_of_n is not None and tags is not None:
         raise MmnerError("--fold with --tags: a tags file covers every post of its data; make it without --fold")
+    if add and tags is not None:
+        raise MmnerError("--add with --tags: the vote needs every member's tags, and a marginals file holds none; "
+                         "make the tags file without --add")
     members = member_commits(run_dirs)
     held_out(run_dirs, data, k_of_n)
     labels, posts, per_member = member_marginals(run_dirs, data, batch_size, progress=not quiet, fold=k_of_n)
+    for path in add:
+        header, rows = file_marginals(path, data, labels, posts, k_of_n)
+        per_member.append(rows)
+        members.update(header.get("members") or {str(path): None})
     mean = mean_marginals(per_member)
     write_marginals(output, data, labels, [(p.id, m) for p, m in zip(posts, mean)], members=members,
+                    **({"added": [str(p) for p in add]} if add else {}),
                     **({"fold": {"fold": k_of_n[0], "folds": k_of_n[1]}} if k_of_n else {}))
     sure = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / max(1, sum(m.shape[0] for m in mean))
-    typer.echo(f"{output}: the mean CRF marginals of {len(run_dirs)} runs for {len(posts)} posts of {data}"
+    typer.echo(f"{output}: the mean CRF marginals of {len(per_member)} members for {len(posts)} posts of {data}"
                f"{f' (fold {k_of_n[0]} of {k_of_n[1]})' if k_of_n else ''} "
                f"({100 * sure:.1f}% of words with one label above 0.9)")
     if tags is not None:

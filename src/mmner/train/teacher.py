@@ -118,6 +118,41 @@ def member_marginals(runs: Sequence[Path], data: str, batch_size: int = 64, prog
     return labels, posts, out
 
 
+def file_marginals(path: Path, data: str, labels: Sequence[str], posts: Sequence[Post],
+                   fold: tuple[int, int] | None = None) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """An earlier member's marginals from its file (`mmner teacher --add`, e.g. one whose checkpoint is gone):
+    its header and each of `posts`' [words, labels] marginals, columns in `labels` order. The file must cover
+    the same data and fold with the same label set and every post with its words."""
+    from mmner.train.distill import read_marginals
+
+    header, items = read_marginals(path, where="--add")
+    held = header.get("fold")
+    held = (held["fold"], held["folds"]) if isinstance(held, dict) else None
+    if header["data"] != data or held != fold:
+        def name(d: str, f: tuple[int, int] | None) -> str:
+            return d + (f" (fold {f[0]} of {f[1]})" if f else "")
+        raise MmnerError(f"--add {path}: it holds marginals of {name(header['data'], held)}, not of "
+                         f"{name(data, fold)}")
+    if sorted(header["labels"]) != sorted(labels):
+        raise MmnerError(f"--add {path}: labels {', '.join(header['labels'])} differ from the members' "
+                         f"({', '.join(labels)})")
+    columns = [header["labels"].index(t) for t in labels]
+    words = {p.id: len(p.tokens) for p in posts}
+    rows: dict[str, torch.Tensor] = {}
+    for n, pid, values in items:
+        if pid not in words:
+            continue
+        if len(values) != words[pid]:
+            raise MmnerError(f"{path}:{n}: post {pid} has marginals for {len(values)} words, but {words[pid]} "
+                             f"words in {data}")
+        rows[pid] = torch.tensor(values, dtype=torch.float32)[:, columns]
+    missing = [pid for pid in words if pid not in rows]
+    if missing:
+        raise MmnerError(f"--add {path}: no marginals of {len(missing)} of the {len(words)} posts "
+                         f"(the first: {missing[0]})")
+    return header, [rows[p.id] for p in posts]
+
+
 def mean_marginals(per_member: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
     """The members' mean marginals of each post."""
     return [torch.stack(rows).mean(0) for rows in zip(*per_member)]
