@@ -283,6 +283,17 @@ def test_mmner_teacher_writes_the_members_mean_marginals_and_their_vote(tmp_path
     added = {pid: torch.tensor(m) for _, pid, m in rows}
     for i, p in enumerate(posts):  # the file's marginals are rounded to 4 digits
         assert torch.allclose(added[p.id], (own[0][i] + own[1][i]) / 2, atol=1e-3)
+    alone = tmp_path / "alone.marginals.jsonl.gz"  # files only, no run
+    code, out, err = run_cli(monkeypatch, capsys, "teacher", "--data", data, "--add", str(second), "--add", str(both),
+                             "--output", str(alone), "--quiet")
+    assert code == 0, err
+    assert "the mean CRF marginals of 2 members" in out and f"posts by number of members: 2: {len(posts)}" in out
+    header, rows = read_marginals(alone)
+    assert header["added"] == [str(second), str(both)] and header["members_per_post"] == {"2": len(posts)}
+    assert all(torch.allclose(torch.tensor(m), (3 * own[1][i] + own[0][i]) / 4, atol=2e-3)
+               for i, (_, _, m) in enumerate(rows))
+    code, _, err = run_cli(monkeypatch, capsys, "teacher", "--data", data, "--output", str(alone))
+    assert code == 2 and err.strip() == "error: a teacher needs members: RUN_DIR arguments, --add files, or both"
     code, _, err = run_cli(monkeypatch, capsys, "teacher", str(members[0]), "--data", data, "--add", str(second),
                            "--output", str(both), "--tags", str(tags))
     assert code == 2 and err.startswith("error: --add with --tags: the vote needs every member's tags")
@@ -295,10 +306,11 @@ def test_mmner_teacher_writes_the_members_mean_marginals_and_their_vote(tmp_path
                                          f"not of {data}")
 
 
-def test_an_added_file_must_cover_every_post_of_the_same_fold(tmp_path, tiny_corpus):
-    """mmner teacher --add (mmner.train.teacher.file_marginals): columns reordered to the members' labels; a file
-    short of posts, of another fold or of other labels is a one-line error naming it."""
-    from mmner.train.teacher import file_marginals
+def test_added_files_join_the_mean_of_the_posts_they_cover(tmp_path, tiny_corpus):
+    """mmner teacher --add (mmner.train.teacher): a file's columns reordered to the members' labels; each post's
+    mean over the members that cover it, a post that none covers an error; with a fold, a file without one
+    (its members may have trained on the posts), of other data or other labels is a one-line error naming it."""
+    from mmner.train.teacher import file_marginals, mean_over_members
 
     data = str(tiny_corpus["train"])
     posts = datadir.load_dataset(data)[:4]
@@ -307,15 +319,25 @@ def test_an_added_file_must_cover_every_post_of_the_same_fold(tmp_path, tiny_cor
     full = tmp_path / "full.gz"
     write_marginals(full, data, reversed_labels, rows)
     header, got = file_marginals(full, data, LABELS.tags, posts)
-    assert header["data"] == data
-    assert all(torch.equal(g, r[:, [reversed_labels.index(t) for t in LABELS.tags]]) for g, (_, r) in zip(got, rows))
-    short = tmp_path / "short.gz"
-    write_marginals(short, data, LABELS.tags, rows[:3])
-    with pytest.raises(MmnerError, match=rf"^--add {short}: no marginals of 1 of the 4 posts \(the first: {posts[3].id}\)$"):
-        file_marginals(short, data, LABELS.tags, posts)
-    with pytest.raises(MmnerError, match=r"it holds marginals of .* \(fold 1 of 2\), not of .*train.*\(fold 0 of 2\)$"):
-        folded = tmp_path / "fold1.gz"
-        write_marginals(folded, data, LABELS.tags, rows, fold={"fold": 1, "folds": 2})
-        file_marginals(folded, data, LABELS.tags, posts, (0, 2))
+    assert header["data"] == data and list(got) == [p.id for p in posts]
+    assert all(torch.equal(got[pid], r[:, [reversed_labels.index(t) for t in LABELS.tags]]) for pid, r in rows)
+    assert file_marginals(full, data, None, posts)[1][posts[0].id].equal(rows[0][1])  # the file's own order
+    uniform_rows = [(p.id, uniform(p)) for p in posts[:3]]
+    part = tmp_path / "part.gz"
+    write_marginals(part, data, LABELS.tags, uniform_rows, fold={"fold": 1, "folds": 4})
+    _, some = file_marginals(part, data, LABELS.tags, posts, (0, 2))  # a fold file: allowed with a fold
+    assert list(some) == [p.id for p in posts[:3]]
+    mean, counts = mean_over_members(posts, [got, some])
+    assert counts == {1: 1, 2: 3}
+    assert torch.allclose(mean[0], (got[posts[0].id] + uniform(posts[0])) / 2, atol=1e-4) and torch.equal(mean[3], got[posts[3].id])
+    with pytest.raises(MmnerError, match=rf"^no member covers post {posts[3].id} \(1 of the 4 posts\)"):
+        mean_over_members(posts, [some])
+    with pytest.raises(MmnerError, match=r"^--add .*full.gz: no fold in its header, so its members may have trained "
+                                         r"on its posts; with --fold 0/2"):
+        file_marginals(full, data, LABELS.tags, posts, (0, 2))
     with pytest.raises(MmnerError, match=r"^--add .*full.gz: labels .* differ from the members'"):
         file_marginals(full, data, LabelVocab(["LOC", "PER"]).tags, posts)
+    with pytest.raises(MmnerError, match=r"^--add .*full.gz: it holds marginals of .*, not of twitter2015:train$"):
+        file_marginals(full, "twitter2015:train", LABELS.tags, posts)
+    with pytest.raises(MmnerError, match=r"^--add .*full.gz: none of its posts is one of the 2 posts to teach$"):
+        file_marginals(full, data, LABELS.tags, datadir.load_dataset(data)[10:12])

@@ -280,7 +280,8 @@ def score(
 
 @app.command()
 def teacher(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="Finished runs of one label set: the members."),
+    run_dirs: List[Path] = typer.Argument(None, metavar="[RUN_DIR]...", help="Finished runs of one label set: the "
+                                          "members (none where --add names them all)."),
     data: str = typer.Option(..., "--data", help="The posts to teach: a CoNLL file, or a name such as twitter2017:train "
                              "(as the training config will name them)."),
     output: Path = typer.Option(..., "--output", "-o", help="The members' mean CRF marginals of the posts, for "
@@ -289,9 +290,9 @@ def teacher(
                                         "data.extra_train (FILE.tags; k chosen on the members' validation split)."),
     fold: Optional[str] = typer.Option(None, "--fold", help="k/n: only fold k of n of the posts (cross-fitting); "
                                        "every member trained on them without that fold (data.holdout)."),
-    add: List[Path] = typer.Option([], "--add", help="A marginals file of the same posts by another member, e.g. "
-                                   "one whose checkpoint is gone: one more member of the mean (repeatable; "
-                                   "not with --tags)."),
+    add: List[Path] = typer.Option([], "--add", help="A marginals file of (some of) the posts by another member, "
+                                   "e.g. one whose checkpoint is gone: each post's mean is over the members that "
+                                   "cover it (repeatable; not with --tags)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -301,14 +302,18 @@ def teacher(
     from mmner.train.distill import write_marginals
     from mmner.train.teacher import (
         file_marginals,
+        fold_posts,
         held_out,
+        mean_over_members,
         member_commits,
         member_marginals,
-        mean_marginals,
         parse_fold,
         vote_tags,
     )
 
+    run_dirs = run_dirs or []
+    if not run_dirs and not add:
+        raise MmnerError("a teacher needs members: RUN_DIR arguments, --add files, or both")
     k_of_n = parse_fold(fold) if fold is not None else None
     if k_of_n is not None and tags is not None:
         raise MmnerError("--fold with --tags: a tags file covers every post of its data; make it without --fold")
@@ -317,19 +322,26 @@ def teacher(
                          "make the tags file without --add")
     members = member_commits(run_dirs)
     held_out(run_dirs, data, k_of_n)
-    labels, posts, per_member = member_marginals(run_dirs, data, batch_size, progress=not quiet, fold=k_of_n)
+    by_id: list[dict] = []  # per member: post id -> its marginals
+    if run_dirs:
+        labels, posts, per_run = member_marginals(run_dirs, data, batch_size, progress=not quiet, fold=k_of_n)
+        by_id = [{p.id: r for p, r in zip(posts, rows)} for rows in per_run]
+    else:
+        posts, labels = fold_posts(data, k_of_n), []
     for path in add:
-        header, rows = file_marginals(path, data, labels, posts, k_of_n)
-        per_member.append(rows)
+        header, rows = file_marginals(path, data, labels or None, posts, k_of_n)
+        labels = labels or header["labels"]
+        by_id.append(rows)
         members.update(header.get("members") or {str(path): None})
-    mean = mean_marginals(per_member)
+    mean, counts = mean_over_members(posts, by_id)
     write_marginals(output, data, labels, [(p.id, m) for p, m in zip(posts, mean)], members=members,
-                    **({"added": [str(p) for p in add]} if add else {}),
+                    **({"added": [str(p) for p in add], "members_per_post": counts} if add else {}),
                     **({"fold": {"fold": k_of_n[0], "folds": k_of_n[1]}} if k_of_n else {}))
     sure = sum(int((m.max(-1).values > 0.9).sum()) for m in mean) / max(1, sum(m.shape[0] for m in mean))
-    typer.echo(f"{output}: the mean CRF marginals of {len(per_member)} members for {len(posts)} posts of {data}"
+    covered = "; posts by number of members: " + ", ".join(f"{k}: {n}" for k, n in counts.items()) if add else ""
+    typer.echo(f"{output}: the mean CRF marginals of {len(by_id)} members for {len(posts)} posts of {data}"
                f"{f' (fold {k_of_n[0]} of {k_of_n[1]})' if k_of_n else ''} "
-               f"({100 * sure:.1f}% of words with one label above 0.9)")
+               f"({100 * sure:.1f}% of words with one label above 0.9{covered})")
     if tags is not None:
         voted = vote_tags(run_dirs, data, batch_size, progress=not quiet)
         tags.parent.mkdir(parents=True, exist_ok=True)

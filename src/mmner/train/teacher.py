@@ -97,11 +97,10 @@ def member_marginals(runs: Sequence[Path], data: str, batch_size: int = 64, prog
     """The labels (the first member's order), the posts of `data` (only those of `fold`, k of n, when given), and
     per member each post's [words, labels] marginals with the columns in that order."""
     from mmner.inference import predict_marginals, visual_inputs
-    from mmner.train.run import in_fold
 
     if not runs:
         raise MmnerError("a teacher needs at least one run")
-    posts = [p for i, p in enumerate(_posts(data)) if fold is None or in_fold(i, *fold)]
+    posts = fold_posts(data, fold)
     labels: list[str] | None = None
     out = []
     for run in runs:
@@ -118,21 +117,21 @@ def member_marginals(runs: Sequence[Path], data: str, batch_size: int = 64, prog
     return labels, posts, out
 
 
-def file_marginals(path: Path, data: str, labels: Sequence[str], posts: Sequence[Post],
-                   fold: tuple[int, int] | None = None) -> tuple[dict[str, Any], list[torch.Tensor]]:
-    """An earlier member's marginals from its file (`mmner teacher --add`, e.g. one whose checkpoint is gone):
-    its header and each of `posts`' [words, labels] marginals, columns in `labels` order. The file must cover
-    the same data and fold with the same label set and every post with its words."""
+def file_marginals(path: Path, data: str, labels: Sequence[str] | None, posts: Sequence[Post],
+                   fold: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A member known by its marginals file (`mmner teacher --add`, e.g. a run whose checkpoint is gone): its
+    header and its marginals of those of `posts` that it covers, by id, [words, labels] with the columns in
+    `labels` order (None: the file's own). The file must be of `data` with the same label set; for a `fold`,
+    made by held-out members (a fold in its header: the posts it covers are ones its members never saw)."""
     from mmner.train.distill import read_marginals
 
     header, items = read_marginals(path, where="--add")
-    held = header.get("fold")
-    held = (held["fold"], held["folds"]) if isinstance(held, dict) else None
-    if header["data"] != data or held != fold:
-        def name(d: str, f: tuple[int, int] | None) -> str:
-            return d + (f" (fold {f[0]} of {f[1]})" if f else "")
-        raise MmnerError(f"--add {path}: it holds marginals of {name(header['data'], held)}, not of "
-                         f"{name(data, fold)}")
+    if header["data"] != data:
+        raise MmnerError(f"--add {path}: it holds marginals of {header['data']}, not of {data}")
+    if fold is not None and not isinstance(header.get("fold"), dict):
+        raise MmnerError(f"--add {path}: no fold in its header, so its members may have trained on its posts; "
+                         f"with --fold {fold[0]}/{fold[1]} every file must come from held-out members (--fold)")
+    labels = labels or header["labels"]
     if sorted(header["labels"]) != sorted(labels):
         raise MmnerError(f"--add {path}: labels {', '.join(header['labels'])} differ from the members' "
                          f"({', '.join(labels)})")
@@ -141,16 +140,36 @@ def file_marginals(path: Path, data: str, labels: Sequence[str], posts: Sequence
     rows: dict[str, torch.Tensor] = {}
     for n, pid, values in items:
         if pid not in words:
-            continue
+            continue  # outside the fold
         if len(values) != words[pid]:
             raise MmnerError(f"{path}:{n}: post {pid} has marginals for {len(values)} words, but {words[pid]} "
                              f"words in {data}")
         rows[pid] = torch.tensor(values, dtype=torch.float32)[:, columns]
-    missing = [pid for pid in words if pid not in rows]
-    if missing:
-        raise MmnerError(f"--add {path}: no marginals of {len(missing)} of the {len(words)} posts "
-                         f"(the first: {missing[0]})")
-    return header, [rows[p.id] for p in posts]
+    if not rows:
+        raise MmnerError(f"--add {path}: none of its posts is one of the {len(words)} posts to teach")
+    return header, rows
+
+
+def mean_over_members(posts: Sequence[Post], members: Sequence[dict[str, torch.Tensor]]) -> tuple[list[torch.Tensor], dict[int, int]]:
+    """Each post's mean marginals over the members that cover it (a run covers every post, a file those it
+    holds), and how many posts had how many members; a post that none covers is an error."""
+    out, counts = [], {}
+    for p in posts:
+        rows = [m[p.id] for m in members if p.id in m]
+        if not rows:
+            uncovered = sum(not any(q.id in m for m in members) for q in posts)
+            raise MmnerError(f"no member covers post {p.id} ({uncovered} of the {len(posts)} posts): add the files "
+                             "or runs that teach them")
+        out.append(torch.stack(rows).mean(0))
+        counts[len(rows)] = counts.get(len(rows), 0) + 1
+    return out, dict(sorted(counts.items()))
+
+
+def fold_posts(data: str, fold: tuple[int, int] | None = None) -> list[Post]:
+    """The posts of `data` without their tags (only fold k of n when given)."""
+    from mmner.train.run import in_fold
+
+    return [p for i, p in enumerate(_posts(data)) if fold is None or in_fold(i, *fold)]
 
 
 def mean_marginals(per_member: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
