@@ -80,6 +80,9 @@ SYSTEM_VARIANTS = {
     "caption-distill-temperature-2": ("caption-distill", "a distillation temperature: the teacher's marginals of "
                                       "each word q^(1/2), renormalised, the model's of its CRF scores halved, the "
                                       "divergence x 4 (distill.temperature 2), instead of 1"),
+    "caption-distill-folds2and4": ("caption-distill", "two held-out teachers of each of the dataset's own posts: "
+                                   "the mean of the 2-fold teacher's marginals (trained on the other half) and the "
+                                   "4-fold teacher's (on the other three quarters), instead of the 2-fold's alone"),
 }
 # the earlier recipe's ablations
 EARLIER_ABLATIONS = {
