@@ -91,6 +91,15 @@ def read_marginals(path: str | Path, where: str = "distill.targets") -> tuple[di
     return header, rows()
 
 
+def marginals_row(path: str | Path, n: int, pid: str, values: list[list[float]], words: int, data: str,
+                  columns: Sequence[int]) -> torch.Tensor:
+    """One post's marginals from line `n` of a marginals file, [words, labels] with the columns in the order
+    `columns` picks; a post whose word count differs from its `words` in `data` is a one-line error."""
+    if len(values) != words:
+        raise MmnerError(f"{path}:{n}: post {pid} has marginals for {len(values)} words, but {words} words in {data}")
+    return torch.tensor(values, dtype=torch.float32)[:, columns]
+
+
 class Teacher:
     """The soft targets of the training posts (`Teacher.from_config`): `targets(index, width)` gives a
     batch's [B, W, L] probabilities and which of its posts have one."""
@@ -140,10 +149,7 @@ class Teacher:
                     continue  # a post left out of training (limit_train, holdout, train_fraction)
                 if rows[i] is not None:
                     raise MmnerError(f"{path}:{n}: post {pid} has a target already")
-                if len(values) != len(posts[i].tokens):
-                    raise MmnerError(f"{path}:{n}: post {pid} has marginals for {len(values)} words, but "
-                                     f"{len(posts[i].tokens)} words in {data}")
-                probs = torch.tensor(values, dtype=torch.float32)[:, columns]
+                probs = marginals_row(path, n, pid, values, len(posts[i].tokens), data, columns)
                 if temperature != 1.0:
                     probs = probs.clamp_min(0.0).pow(1.0 / temperature)
                 rows[i] = probs / probs.sum(-1, keepdim=True).clamp_min(1e-8)  # rounding in the file

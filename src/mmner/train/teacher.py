@@ -123,7 +123,7 @@ def file_marginals(path: Path, data: str, labels: Sequence[str] | None, posts: S
     header and its marginals of those of `posts` that it covers, by id, [words, labels] with the columns in
     `labels` order (None: the file's own). The file must be of `data` with the same label set; for a `fold`,
     made by held-out members (a fold in its header: the posts it covers are ones its members never saw)."""
-    from mmner.train.distill import read_marginals
+    from mmner.train.distill import marginals_row, read_marginals
 
     header, items = read_marginals(path, where="--add")
     if header["data"] != data:
@@ -141,10 +141,7 @@ def file_marginals(path: Path, data: str, labels: Sequence[str] | None, posts: S
     for n, pid, values in items:
         if pid not in words:
             continue  # outside the fold
-        if len(values) != words[pid]:
-            raise MmnerError(f"{path}:{n}: post {pid} has marginals for {len(values)} words, but {words[pid]} "
-                             f"words in {data}")
-        rows[pid] = torch.tensor(values, dtype=torch.float32)[:, columns]
+        rows[pid] = marginals_row(path, n, pid, values, words[pid], data, columns)
     if not rows:
         raise MmnerError(f"--add {path}: none of its posts is one of the {len(words)} posts to teach")
     return header, rows
